@@ -1,0 +1,20 @@
+"""adversa: attack, defend and measure PyTorch classifiers."""
+
+from adversa.attacks import Attack, AttackResult, get_attack, list_attacks
+from adversa.errors import AdversaError
+from adversa.model import Cost, Model
+from adversa.threat import ThreatModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdversaError",
+    "Attack",
+    "AttackResult",
+    "Cost",
+    "Model",
+    "ThreatModel",
+    "__version__",
+    "get_attack",
+    "list_attacks",
+]

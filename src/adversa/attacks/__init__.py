@@ -1,0 +1,24 @@
+"""Evasion attacks. Importing this package registers every attack in `ATTACKS`."""
+
+from adversa.attacks import fgsm, pgd  # noqa: F401  (registration)
+from adversa.attacks.base import (
+    ATTACKS,
+    Attack,
+    AttackBase,
+    AttackResult,
+    get_attack,
+    list_attacks,
+    register_attack,
+    run_attack,
+)
+
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackBase",
+    "AttackResult",
+    "get_attack",
+    "list_attacks",
+    "register_attack",
+    "run_attack",
+]

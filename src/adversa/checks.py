@@ -1,0 +1,61 @@
+"""Input validation with messages that name the problem; run once per call, not per step."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from adversa.errors import BadInput, BoundsError, ShapeError
+from adversa.threat import ThreatModel
+
+
+def as_tensor(value: object, name: str, dtype: torch.dtype | None = None) -> Tensor:
+    """Accept a tensor or an array-like; reject anything else by name."""
+    if isinstance(value, Tensor):
+        return value if dtype is None else value.to(dtype)
+    if isinstance(value, np.ndarray | list | tuple):
+        return torch.as_tensor(np.asarray(value), dtype=dtype)
+    raise BadInput(f"{name} must be a tensor or an array, got {type(value).__name__}")
+
+
+def check_batch(x: Tensor, y: Tensor, threat: ThreatModel, num_classes: int | None) -> None:
+    """Shape, dtype, finiteness, bounds, label range and eps against the input size."""
+    if not x.is_floating_point():
+        raise BadInput(f"x must be floating point, got dtype {x.dtype}")
+    if x.dim() < 2:
+        raise ShapeError(f"x must be a batch of shape (N, ...), got shape {tuple(x.shape)}")
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ShapeError(
+            f"y must have shape ({x.shape[0]},) to match x, got shape {tuple(y.shape)}"
+        )
+    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise BadInput(f"y must hold integer class labels, got dtype {y.dtype}")
+    if x.shape[0] == 0:
+        raise ShapeError("x is an empty batch")
+    lo_seen, hi_seen = torch.aminmax(x)
+    lo_seen, hi_seen = float(lo_seen), float(hi_seen)
+    if not (math.isfinite(lo_seen) and math.isfinite(hi_seen)):
+        raise BadInput("x contains NaN or infinite values")
+    lo, hi = threat.bounds
+    tol = 1e-6 * max(1.0, hi - lo)
+    if lo_seen < lo - tol or hi_seen > hi + tol:
+        raise BoundsError(
+            f"x has values in [{lo_seen:.4g}, {hi_seen:.4g}], outside the declared bounds "
+            f"[{lo}, {hi}]; scale the data, or declare the bounds (--bounds LO,HI)"
+        )
+    if num_classes is not None:
+        y_lo, y_hi = (int(v) for v in torch.aminmax(y.long()))
+        if y_lo < 0 or y_hi >= num_classes:
+            raise BadInput(
+                f"labels must lie in [0, {num_classes - 1}] for a model with {num_classes} "
+                f"classes, got labels in [{y_lo}, {y_hi}]"
+            )
+    dim = x[0].numel()
+    if math.isfinite(threat.eps) and threat.eps > threat.max_eps(dim):
+        raise BadInput(
+            f"eps={threat.eps} is larger than the bounds allow: no {threat.norm} perturbation "
+            f"of a {dim}-feature input in [{lo}, {hi}] exceeds {threat.max_eps(dim):.4g}"
+        )

@@ -1,0 +1,38 @@
+"""What an attack costs: forward and backward passes (per sample), black-box queries, seconds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cost:
+    """Counts are per sample: a forward pass on a batch of 32 adds 32 to `forward`."""
+
+    forward: int = 0
+    backward: int = 0
+    queries: int = 0
+    seconds: float = 0.0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.forward + other.forward,
+            self.backward + other.backward,
+            self.queries + other.queries,
+            self.seconds + other.seconds,
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(slots=True)
+class CostCounter:
+    """Mutable tallies a `Model` adds to while a counting scope is open."""
+
+    forward: int = 0
+    backward: int = 0
+    queries: int = 0
+
+    def freeze(self, seconds: float = 0.0) -> Cost:
+        return Cost(self.forward, self.backward, self.queries, seconds)

@@ -1,0 +1,154 @@
+"""`Model`: a classifier `nn.Module` mapping a batch in the threat model's bounds to logits,
+wrapped so that attacks can count its cost and run it in eval mode without surprises."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from adversa.model.cost import CostCounter
+
+
+class Access(enum.IntEnum):
+    """How much of the model an attack needs; views grant less than full gradient access."""
+
+    LABELS = 0
+    SCORES = 1
+    GRADIENT = 2
+
+
+class Model:
+    """Wraps a classifier so that every forward pass (and every backward pass through its
+    logits) is counted, per sample, in each open `counting()` scope.
+
+    The module must map inputs in `bounds` to logits of shape (B, num_classes); normalisation
+    belongs inside the module. `num_classes` is inferred on first use when not given.
+    """
+
+    access: Access = Access.GRADIENT
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        num_classes: int | None = None,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        name: str = "model",
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.num_classes = num_classes
+        self.bounds = bounds
+        self.name = name
+        param = next(module.parameters(), None)
+        buffer = next(module.buffers(), None)
+        ref = param if param is not None else buffer
+        self.device = ref.device if ref is not None else torch.device("cpu")
+        self.dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+        self._counters: list[CostCounter] = []
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.dtype != self.dtype:
+            x = x.to(self.dtype)
+        logits = self.module(x)
+        n = x.shape[0]
+        counters = tuple(self._counters)
+        for counter in counters:
+            counter.forward += n
+        if counters and logits.requires_grad:
+
+            def count_backward(grad: Tensor) -> None:
+                for counter in counters:
+                    counter.backward += n
+
+            logits.register_hook(count_backward)
+        return logits
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, batch_size: int = 256) -> Tensor:
+        """Predicted labels (B,) for `x`, in batches, without gradients."""
+        with self.eval_mode():
+            preds = [
+                self(x[i : i + batch_size].to(self.device)).argmax(1)
+                for i in range(0, x.shape[0], batch_size)
+            ]
+        return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=self.device)
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[CostCounter]:
+        """Open a scope; the yielded counter receives every pass made while it is open."""
+        counter = CostCounter()
+        self._counters.append(counter)
+        try:
+            yield counter
+        finally:
+            self._counters.remove(counter)
+
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """Put every submodule in eval mode; restore each one's previous mode on exit."""
+        modes = [(m, m.training) for m in self.module.modules()]
+        self.module.eval()
+        try:
+            yield
+        finally:
+            for module, training in modes:
+                module.train(training)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Eval mode and parameters with requires_grad=False, so that backward passes compute
+        input gradients only. Both are restored on exit, even on error."""
+        params = [(p, p.requires_grad) for p in self.module.parameters()]
+        with self.eval_mode():
+            for p, _ in params:
+                p.requires_grad_(False)
+            try:
+                yield
+            finally:
+                for p, flag in params:
+                    p.requires_grad_(flag)
+
+    def scores_only(self) -> ScoresOnly:
+        return ScoresOnly(self)
+
+    def labels_only(self) -> LabelsOnly:
+        return LabelsOnly(self)
+
+
+class ScoresOnly(Model):
+    """A query-only view: returns detached scores, counts queries, refuses gradients."""
+
+    access = Access.SCORES
+
+    def __init__(self, inner: Model) -> None:
+        self.__dict__.update(inner.__dict__)
+        self._inner = inner
+
+    def __call__(self, x: Tensor) -> Tensor:
+        from adversa.errors import AccessError
+
+        if x.requires_grad:
+            raise AccessError(
+                f"{type(self).__name__} view of {self.name!r} grants no gradient access"
+            )
+        with torch.no_grad():
+            out = self._inner(x)
+        for counter in self._inner._counters:
+            counter.queries += x.shape[0]
+        return out
+
+
+class LabelsOnly(ScoresOnly):
+    """A decision-only view: returns one-hot labels (B, C) instead of scores."""
+
+    access = Access.LABELS
+
+    def __call__(self, x: Tensor) -> Tensor:
+        scores = super().__call__(x)
+        return torch.nn.functional.one_hot(scores.argmax(1), scores.shape[1]).to(scores.dtype)

@@ -1,0 +1,145 @@
+"""The threat model: which perturbations the adversary may make. It owns projection, clipping,
+random starts and distances; nothing else in adversa re-implements them."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from adversa.errors import BadInput
+
+Norm = Literal["linf", "l2", "l1"]
+NORMS: tuple[str, ...] = ("linf", "l2", "l1")
+_ORD = {"linf": math.inf, "l2": 2.0, "l1": 1.0}
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ThreatModel:
+    """An eps-ball in `norm` around each input, intersected with the box `bounds`.
+
+    `eps=math.inf` means unbounded (for minimum-norm attacks, which then report distortion).
+    With `targeted=True`, attacks read the labels they are given as target classes.
+    """
+
+    norm: Norm
+    eps: float
+    bounds: tuple[float, float] = (0.0, 1.0)
+    targeted: bool = False
+
+    def __post_init__(self) -> None:
+        if self.norm not in _ORD:
+            raise BadInput(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        eps = float(self.eps)
+        if math.isnan(eps) or eps < 0:
+            raise BadInput(f"eps must be >= 0, got {self.eps}")
+        lo, hi = (float(b) for b in self.bounds)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise BadInput(f"bounds must be finite with lo < hi, got {self.bounds}")
+        if self.norm == "linf" and math.isfinite(eps) and eps > hi - lo:
+            raise BadInput(
+                f"eps={eps} is larger than the bounds allow: an linf perturbation of inputs "
+                f"in [{lo}, {hi}] cannot exceed {hi - lo}"
+            )
+        object.__setattr__(self, "eps", eps)
+        object.__setattr__(self, "bounds", (lo, hi))
+
+    @property
+    def ord(self) -> float:
+        """The p of the norm, as torch.linalg.vector_norm expects it."""
+        return _ORD[self.norm]
+
+    def with_eps(self, eps: float) -> ThreatModel:
+        return dataclasses.replace(self, eps=eps)
+
+    def max_eps(self, dim: int) -> float:
+        """The largest eps that can still matter for inputs with `dim` features."""
+        width = self.bounds[1] - self.bounds[0]
+        return {"linf": width, "l2": width * math.sqrt(dim), "l1": width * dim}[self.norm]
+
+    def clip(self, x: Tensor) -> Tensor:
+        return x.clamp(self.bounds[0], self.bounds[1])
+
+    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Per-sample distance (B,) in this norm."""
+        delta = (x_adv - x).flatten(1)
+        return torch.linalg.vector_norm(delta, ord=self.ord, dim=1)
+
+    def contains(self, x_adv: Tensor, x: Tensor, atol: float = 1e-5) -> Tensor:
+        """Per-sample bool (B,): inside the eps-ball (up to atol) and inside the box."""
+        lo, hi = self.bounds
+        flat = x_adv.flatten(1)
+        in_box = (flat >= lo - atol).all(1) & (flat <= hi + atol).all(1)
+        if math.isinf(self.eps):
+            return in_box
+        return in_box & (self.distance(x_adv, x) <= self.eps * (1 + 1e-5) + atol)
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Map `x_adv` to a point inside the eps-ball around `x` and inside the box.
+
+        The ball projection is exact; clipping to the box afterwards only moves coordinates
+        toward `x` (which is inside the box), so the result stays inside the ball.
+        """
+        delta = x_adv - x
+        if math.isfinite(self.eps):
+            delta = _project_ball(delta, self.norm, self.eps)
+        return self.clip(x + delta)
+
+    def random_start(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        """A point drawn uniformly from the eps-ball around `x`, then clipped to the box."""
+        if math.isinf(self.eps):
+            raise BadInput("random_start needs a finite eps")
+        shape = x.shape
+        flat_dim = x[0].numel()
+        if self.norm == "linf":
+            u = torch.rand(shape, generator=gen, device=x.device, dtype=x.dtype)
+            delta = (2 * u - 1) * self.eps
+        elif self.norm == "l2":
+            direction = torch.randn(shape, generator=gen, device=x.device, dtype=x.dtype)
+            direction = direction / _norm_like(direction, 2.0).clamp_min(1e-12)
+            radius = torch.rand(
+                (shape[0],) + (1,) * (len(shape) - 1), generator=gen, device=x.device
+            ).to(x.dtype) ** (1.0 / flat_dim)
+            delta = direction * radius * self.eps
+        else:
+            # Uniform in the l1 ball: exponential draws normalised with one slack coordinate.
+            e = torch.empty((shape[0], flat_dim + 1), device=x.device, dtype=x.dtype)
+            e.exponential_(generator=gen)
+            mags = (e[:, :-1] / e.sum(1, keepdim=True)).reshape(shape)
+            signs = torch.randint(0, 2, shape, generator=gen, device=x.device).to(x.dtype)
+            delta = mags * (2 * signs - 1) * self.eps
+        return self.clip(x + delta)
+
+
+def _norm_like(t: Tensor, p: float) -> Tensor:
+    """Per-sample p-norm of `t`, shaped to broadcast against `t`."""
+    n = torch.linalg.vector_norm(t.flatten(1), ord=p, dim=1)
+    return n.view((-1,) + (1,) * (t.dim() - 1))
+
+
+def _project_ball(delta: Tensor, norm: str, eps: float) -> Tensor:
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    if norm == "l2":
+        n = _norm_like(delta, 2.0)
+        return delta * torch.clamp(eps / n.clamp_min(1e-12), max=1.0)
+    return _project_l1(delta, eps)
+
+
+def _project_l1(delta: Tensor, eps: float) -> Tensor:
+    """Euclidean projection onto the l1 ball, batched (Duchi et al. 2008, Fig. 1)."""
+    flat = delta.flatten(1)
+    if eps == 0:
+        return torch.zeros_like(delta)
+    abs_flat = flat.abs()
+    outside = abs_flat.sum(1) > eps
+    mu = abs_flat.sort(dim=1, descending=True).values
+    cumsum = mu.cumsum(1)
+    ranks = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
+    rho = (mu - (cumsum - eps) / ranks > 0).sum(1, keepdim=True).clamp_min(1)
+    theta = (cumsum.gather(1, rho - 1) - eps) / rho.to(flat.dtype)
+    projected = flat.sign() * (abs_flat - theta).clamp_min(0)
+    return torch.where(outside.unsqueeze(1), projected, flat).view_as(delta)
