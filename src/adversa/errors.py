@@ -23,7 +23,7 @@ class BoundsError(BadInput):
     """Values lie outside the bounds the threat model declares."""
 
 
-class UnknownName(AdversaError, KeyError):
+class UnknownName(BadInput, KeyError):
     """A name (attack, dataset, model, ...) is not registered; suggests the closest ones."""
 
     def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:

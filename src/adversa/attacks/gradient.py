@@ -110,6 +110,11 @@ def gradient_ascent(
         loss = loss_fn(logits, y_rows)
         (grad,) = torch.autograd.grad(loss.sum(), x_adv)
         x_adv = x_adv.detach()
+        if threat.norm == "l1":
+            # Coordinates pinned at the box edge cannot move further out; spending the
+            # sparse l1 step on them would waste it (Tramer & Boneh 2019, SLIDE).
+            lo, hi = threat.bounds
+            grad = grad.masked_fill(((x_adv >= hi) & (grad > 0)) | ((x_adv <= lo) & (grad < 0)), 0)
         stepped = threat.project(
             x_adv + steepest_step(grad, threat.norm, step_size, l1_sparsity), x_rows
         )
