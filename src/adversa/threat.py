@@ -69,13 +69,18 @@ class ThreatModel:
         return torch.linalg.vector_norm(delta, ord=self.ord, dim=1)
 
     def contains(self, x_adv: Tensor, x: Tensor, atol: float = 1e-5) -> Tensor:
-        """Per-sample bool (B,): inside the eps-ball (up to atol) and inside the box."""
+        """Per-sample bool (B,): inside the eps-ball and the box, up to `atol` times the box
+        width plus the rounding error of the dtype summed over the features."""
         lo, hi = self.bounds
         flat = x_adv.flatten(1)
-        in_box = (flat >= lo - atol).all(1) & (flat <= hi + atol).all(1)
+        width = hi - lo
+        ulp = torch.finfo(x_adv.dtype).eps if x_adv.is_floating_point() else 0.0
+        in_box = (flat >= lo - atol * width).all(1) & (flat <= hi + atol * width).all(1)
         if math.isinf(self.eps):
             return in_box
-        return in_box & (self.distance(x_adv, x) <= self.eps * (1 + 1e-5) + atol)
+        terms = {"linf": 1.0, "l2": math.sqrt(flat.shape[1]), "l1": float(flat.shape[1])}
+        tol = atol * width + 4 * ulp * width * terms[self.norm]
+        return in_box & (self.distance(x_adv, x) <= self.eps + tol)
 
     def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Map `x_adv` to a point inside the eps-ball around `x` and inside the box.

@@ -15,9 +15,11 @@ is. The attack ignores `eps` while it runs; the harness then projects the result
 eps-ball, so under a finite eps a sample whose smallest adversarial lies farther than eps is
 shrunk onto the ball and is usually no longer adversarial.
 
-Defaults differ from the paper (`initial_const=1e-3`, up to 10,000 steps per search) so that
-an MNIST-sized model is attacked in seconds: `initial_const=1e-2` and 100 steps per search,
-with 9 searches. Raise `steps` for tighter distances on harder models.
+Defaults differ from the paper (`initial_const=1e-3`, learning rate 1e-2, up to 10,000 steps
+per search) so that an MNIST-sized model is attacked in seconds: `initial_const=1e-2`, 100
+steps per search, 9 searches and `lr=0.1`. The larger rate matters: a pixel at a bound sits at
+|w| ~ 7 in tanh space, which 100 steps of 0.01 cannot leave (on the digits MLP, lr=0.01 ends
+44% farther than lr=0.1, which matches 1,000 steps of 0.01). Raise `steps` on harder models.
 
 Cost per attacked sample: one forward and one backward pass per Adam step, that is at most
 `binary_search_steps * steps` of each (fewer with `abort_early`), plus one forward pass for
@@ -52,9 +54,9 @@ class CW(AttackBase):
     steps: int = 100  # Adam steps per binary-search step
     binary_search_steps: int = 9  # searches over the trade-off constant c, batched per sample
     initial_const: float = 1e-2  # c at the first search (the paper uses 1e-3)
-    lr: float = 0.01  # Adam learning rate on the tanh variable w
+    lr: float = 0.1  # Adam learning rate on the tanh variable w
     confidence: float = 0.0  # kappa: required logit margin of a successful adversarial
-    abort_early: bool = True  # end a search once the objective stops falling (checked 10x)
+    abort_early: bool = True  # end a search once the batch's objective stops falling (10 checks)
 
     def __post_init__(self) -> None:
         super().__post_init__()
