@@ -19,6 +19,11 @@ EXPECTED: dict[str, tuple[str, float, float]] = {
     "pgd": ("linf", 0.1, 0.40),
     "cw": ("l2", 1.5, 0.20),
     "deepfool": ("l2", 1.5, 0.20),
+    # APGD (100 steps), measured over seeds 0-2: apgd-ce 0.29-0.31, apgd-dlr 0.33, apgd-t 0.26.
+    "apgd-ce": ("linf", 0.1, 0.40),
+    "apgd-dlr": ("linf", 0.1, 0.42),
+    "apgd-t": ("linf", 0.1, 0.36),
+    "transfer": ("linf", 0.15, 0.50),
 }
 
 
@@ -31,15 +36,22 @@ def attack_name(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def _attack(name: str, seed: int = 0, **kw):
-    norm, eps, _ = EXPECTED[name]
-    return get_attack(name, ThreatModel(norm=norm, eps=eps), seed=seed, **kw)
+@pytest.fixture
+def make_attack(digits_surrogate):
+    """Builds the attack named in EXPECTED at its norm and eps; transfer gets a surrogate."""
+
+    def build(name: str, seed: int = 0):
+        norm, eps, _ = EXPECTED[name]
+        extra = {"surrogate": digits_surrogate} if name == "transfer" else {}
+        return get_attack(name, ThreatModel(norm=norm, eps=eps), seed=seed, **extra)
+
+    return build
 
 
-def test_attack_cuts_accuracy(attack_name, digits_mlp):
+def test_attack_cuts_accuracy(attack_name, make_attack, digits_mlp):
     model, x, y = digits_mlp
     clean = float((model.predict(x) == y).float().mean())
-    result = _attack(attack_name)(model, x, y)
+    result = make_attack(attack_name)(model, x, y)
     robust = float(((model.predict(result.x_adv) == y) & ~result.success).float().mean())
     assert clean > 0.9
     assert robust <= EXPECTED[attack_name][2], f"{attack_name}: {clean:.3f} -> {robust:.3f}"
@@ -47,12 +59,12 @@ def test_attack_cuts_accuracy(attack_name, digits_mlp):
     assert torch.equal(result.success, model.predict(result.x_adv) != y)
 
 
-def test_invariants(attack_name, digits_mlp):
+def test_invariants(attack_name, make_attack, digits_mlp):
     model, x, y = digits_mlp
     x, y = x[:64].double(), y[:64]
     net64 = Model(model.module.double(), num_classes=10)
     try:
-        attack = _attack(attack_name, seed=3)
+        attack = make_attack(attack_name, seed=3)
         a, b = attack(net64, x, y), attack(net64, x, y)
     finally:
         model.module.float()
@@ -64,11 +76,11 @@ def test_invariants(attack_name, digits_mlp):
     assert torch.allclose(a.distance, attack.threat.distance(a.x_adv, x))
 
 
-def test_eval_mode_and_requires_grad_are_restored(attack_name, digits_mlp):
+def test_eval_mode_and_requires_grad_are_restored(attack_name, make_attack, digits_mlp):
     model, x, y = digits_mlp
     model.module.train()
     try:
-        _attack(attack_name)(model, x[:8], y[:8])
+        make_attack(attack_name)(model, x[:8], y[:8])
         assert model.module.training
         assert all(p.requires_grad for p in model.module.parameters())
     finally:

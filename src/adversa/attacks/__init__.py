@@ -1,6 +1,6 @@
 """Evasion attacks. Importing this package registers every attack in `ATTACKS`."""
 
-from adversa.attacks import cw, deepfool, fgsm, pgd  # noqa: F401  (registration)
+from adversa.attacks import cw, deepfool, fgsm, pgd, transfer  # noqa: F401  (registration)
 from adversa.attacks.base import (
     ATTACKS,
     Attack,
