@@ -19,6 +19,10 @@ EXPECTED: dict[str, tuple[str, float, float]] = {
     "pgd": ("linf", 0.1, 0.40),
     "cw": ("l2", 1.5, 0.20),
     "deepfool": ("l2", 1.5, 0.20),
+    # Black-box, default budgets (5000 queries): square 0.29-0.31 over seeds at linf 0.1;
+    # hsj 0.02-0.03 at l2 1.0.
+    "square": ("linf", 0.1, 0.40),
+    "hsj": ("l2", 1.0, 0.15),
     # APGD (100 steps), measured over seeds 0-2: apgd-ce 0.29-0.31, apgd-dlr 0.33, apgd-t 0.26.
     "apgd-ce": ("linf", 0.1, 0.40),
     "apgd-dlr": ("linf", 0.1, 0.42),

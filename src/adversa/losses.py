@@ -48,12 +48,26 @@ def dlr(logits: Tensor, y: Tensor) -> Tensor:
     return (z_other - z_y) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
+def dlr_targeted(logits: Tensor, target: Tensor, y: Tensor | None = None) -> Tensor:
+    """Targeted DLR (Croce & Hein 2020, eq. 7): -(z_y - z_t) / (z_π1 - (z_π3 + z_π4)/2).
+
+    Needs at least 4 classes. Without the true labels `y` (the registry's (logits, target)
+    form), z_y is the largest logit other than the target's, which is the true class's logit
+    as long as the true class leads the others.
+    """
+    top = logits.topk(4, dim=1).values
+    z_t, z_other = _true_and_best_other(logits, target)
+    z_y = z_other if y is None else logits.gather(1, y[:, None]).squeeze(1)
+    return (z_t - z_y) / (top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + 1e-12)
+
+
 LOSSES: dict[tuple[str, bool], LossFn] = {
     ("ce", False): ce,
     ("ce", True): ce_targeted,
     ("margin", False): margin,
     ("margin", True): margin_targeted,
     ("dlr", False): dlr,
+    ("dlr", True): dlr_targeted,
 }
 
 
@@ -71,4 +85,4 @@ def is_adversarial(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
     return pred == y if targeted else pred != y
 
 
-__all__ = ["LOSSES", "ce", "dlr", "get_loss", "is_adversarial", "margin"]
+__all__ = ["LOSSES", "ce", "dlr", "dlr_targeted", "get_loss", "is_adversarial", "margin"]

@@ -1,6 +1,13 @@
 """Evasion attacks. Importing this package registers every attack in `ATTACKS`."""
 
-from adversa.attacks import cw, deepfool, fgsm, pgd, transfer  # noqa: F401  (registration)
+from adversa.attacks import (  # noqa: F401  (registration)
+    apgd,
+    cw,
+    deepfool,
+    fgsm,
+    pgd,
+    transfer,
+)
 from adversa.attacks.base import (
     ATTACKS,
     Attack,

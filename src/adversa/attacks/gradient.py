@@ -16,23 +16,50 @@ from adversa.model import Model
 from adversa.threat import ThreatModel
 
 
-def steepest_step(grad: Tensor, norm: str, step_size: float, l1_sparsity: float) -> Tensor:
+def sparse_l1_direction(
+    grad: Tensor, x_adv: Tensor, share: Tensor, bounds: tuple[float, float]
+) -> Tensor:
+    """A unit-l1 ascent direction: sign(grad) on the ceil(share * d) coordinates of largest
+    |grad| per sample (`share` broadcastable to (B, 1)), spread evenly (the sparse l1 step of
+    Tramer & Boneh 2019, arXiv:1904.13000).
+
+    Coordinates pinned at a box edge whose gradient points out of the box cannot move: they
+    are left out before ranking, so the step is not wasted on them.
+    """
+    lo, hi = bounds
+    pinned = ((x_adv >= hi) & (grad > 0)) | ((x_adv <= lo) & (grad < 0))
+    flat = grad.masked_fill(pinned, 0).flatten(1)
+    dim = flat.shape[1]
+    share = torch.as_tensor(share, dtype=flat.dtype, device=flat.device).reshape(-1)
+    k = (share * dim).ceil().long().clamp(1, dim).expand(flat.shape[0])
+    threshold = flat.abs().sort(1, descending=True).values.gather(1, (k - 1)[:, None])
+    chosen = (flat.abs() >= threshold) & (flat != 0)
+    count = chosen.sum(1, keepdim=True).clamp_min(1)
+    return (flat.sign() * chosen / count).view_as(grad)
+
+
+def steepest_step(
+    grad: Tensor,
+    norm: str,
+    step_size: float,
+    *,
+    x_adv: Tensor,
+    bounds: tuple[float, float],
+    l1_sparsity: float,
+) -> Tensor:
     """The steepest-ascent direction of unit size in `norm`, scaled by `step_size`.
 
-    linf: sign(g). l2: g / ||g||_2. l1: the sign of the top (1 - l1_sparsity) share of
-    coordinates by |g|, scaled to unit l1 norm (the sparse l1 step of Tramer & Boneh 2019).
+    linf: sign(g). l2: g / ||g||_2. l1: `sparse_l1_direction` on the top (1 - l1_sparsity)
+    share of coordinates.
     """
     if norm == "linf":
         return step_size * grad.sign()
-    flat = grad.flatten(1)
     if norm == "l2":
+        flat = grad.flatten(1)
         n = torch.linalg.vector_norm(flat, dim=1).clamp_min(1e-12)
         return step_size * (flat / n[:, None]).view_as(grad)
-    k = max(1, round((1.0 - l1_sparsity) * flat.shape[1]))
-    threshold = flat.abs().topk(k, dim=1).values[:, -1:]
-    mask = (flat.abs() >= threshold) & (flat != 0)
-    counts = mask.sum(1, keepdim=True).clamp_min(1)
-    return step_size * (flat.sign() * mask / counts).view_as(grad)
+    share = torch.tensor(1.0 - l1_sparsity)
+    return step_size * sparse_l1_direction(grad, x_adv, share, bounds)
 
 
 def _first_row_per_owner(owner: Tensor, score: Tensor, n_owners: int) -> Tensor:
@@ -110,13 +137,17 @@ def gradient_ascent(
         loss = loss_fn(logits, y_rows)
         (grad,) = torch.autograd.grad(loss.sum(), x_adv)
         x_adv = x_adv.detach()
-        if threat.norm == "l1":
-            # Coordinates pinned at the box edge cannot move further out; spending the
-            # sparse l1 step on them would waste it (Tramer & Boneh 2019, SLIDE).
-            lo, hi = threat.bounds
-            grad = grad.masked_fill(((x_adv >= hi) & (grad > 0)) | ((x_adv <= lo) & (grad < 0)), 0)
         stepped = threat.project(
-            x_adv + steepest_step(grad, threat.norm, step_size, l1_sparsity), x_rows
+            x_adv
+            + steepest_step(
+                grad,
+                threat.norm,
+                step_size,
+                x_adv=x_adv,
+                bounds=threat.bounds,
+                l1_sparsity=l1_sparsity,
+            ),
+            x_rows,
         )
         keep = best.update(
             owner, x_adv, loss.detach(), is_adversarial(logits.detach(), y_rows, targeted)
