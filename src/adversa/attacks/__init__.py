@@ -5,7 +5,9 @@ from adversa.attacks import (  # noqa: F401  (registration)
     cw,
     deepfool,
     fgsm,
+    hsj,
     pgd,
+    square,
     transfer,
 )
 from adversa.attacks.base import (

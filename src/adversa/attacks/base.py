@@ -30,14 +30,16 @@ class AttackResult:
     """What one attack did to one batch.
 
     `x_adv` has the shape, dtype and device of `x` and lies in the threat model's ball and box.
-    `success` (bool, B) was checked by a final forward pass on `x_adv`; a point the model
-    already misclassifies counts as a success with `x_adv == x`. `distance` (B,) is measured in
+    `success` (bool, B) was checked by a final forward pass on `x_adv`, whose predicted labels
+    are `pred` (B,); a point the model already misclassifies counts as a success with
+    `x_adv == x`. `distance` (B,) is measured in
     the threat model's norm. `cost` counts passes per sample and includes the final check.
     """
 
     name: str
     x_adv: Tensor
     success: Tensor
+    pred: Tensor
     distance: Tensor
     cost: Cost
     seed: int
@@ -172,16 +174,22 @@ def run_attack(
     y = y.long()
     gen = make_generator(attack.seed, model.device)
     start = time.perf_counter()
+    # A black-box attack gets a query-only view even of a full model: it cannot take
+    # gradients, and its queries are counted as such.
+    oracle = model.view(attack.access)
     with model.frozen(), model.counting() as counter:
-        x_adv = attack._perturb(model, x.detach(), y, gen).detach().to(x.dtype)
+        x_adv = attack._perturb(oracle, x.detach(), y, gen).detach().to(x.dtype)
         x_adv = threat.project(x_adv, x)
         with torch.no_grad():
-            success = is_adversarial(model(x_adv), y, threat.targeted)
+            logits = model(x_adv)
+        pred = logits.argmax(1)
+        success = is_adversarial(logits, y, threat.targeted)
     seconds = time.perf_counter() - start
     return AttackResult(
         name=attack.name,
         x_adv=x_adv,
         success=success,
+        pred=pred,
         distance=threat.distance(x_adv, x),
         cost=counter.freeze(seconds),
         seed=attack.seed,

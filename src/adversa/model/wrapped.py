@@ -120,6 +120,12 @@ class Model:
     def labels_only(self) -> LabelsOnly:
         return LabelsOnly(self)
 
+    def view(self, access: Access) -> Model:
+        """This model if it grants exactly `access`, else the matching query-only view."""
+        if access == self.access or access == Access.GRADIENT:
+            return self
+        return self.scores_only() if access == Access.SCORES else self.labels_only()
+
 
 class ScoresOnly(Model):
     """A query-only view: returns detached scores, counts queries, refuses gradients."""
@@ -127,6 +133,8 @@ class ScoresOnly(Model):
     access = Access.SCORES
 
     def __init__(self, inner: Model) -> None:
+        while isinstance(inner, ScoresOnly):  # a view of a view would count queries twice
+            inner = inner._inner
         self.__dict__.update(inner.__dict__)
         self._inner = inner
 
