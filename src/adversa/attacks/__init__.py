@@ -2,8 +2,10 @@
 
 from adversa.attacks import (  # noqa: F401  (registration)
     apgd,
+    autoattack,
     cw,
     deepfool,
+    fab,
     fgsm,
     hsj,
     pgd,

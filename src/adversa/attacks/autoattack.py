@@ -80,7 +80,6 @@ class Ensemble(AttackBase):
         return [
             ATTACKS.get(name, threat=self.threat, seed=self.seed, **overrides)
             for name, overrides in spec
-            if name in ATTACKS
         ]
 
     def _perturb(self, model: Model, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:

@@ -26,9 +26,10 @@ class Cost:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, eq=False)
 class CostCounter:
-    """Mutable tallies a `Model` adds to while a counting scope is open."""
+    """Mutable tallies a `Model` adds to while a counting scope is open. Compared by identity:
+    nested scopes may hold equal tallies, and each must close its own."""
 
     forward: int = 0
     backward: int = 0
