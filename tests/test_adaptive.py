@@ -7,7 +7,7 @@ import torch
 from conftest import digits_split
 from torch import nn
 
-from adversa import Model, ThreatModel, get_attack
+from adversa import Model, ThreatModel, evaluate, get_attack
 from adversa.attacks.adaptive import EOT, bpda
 from adversa.errors import BadInput
 
@@ -119,3 +119,31 @@ def test_eot_beats_plain_pgd_on_a_randomized_model(noisy_mlp, digits_mlp):
 def test_eot_rejects_bad_samples(noisy_mlp):
     with pytest.raises(BadInput, match="EOT samples must be an integer >= 1, got 0"):
         EOT(noisy_mlp, samples=0)
+
+
+def test_evaluate_flags_the_randomized_model(noisy_mlp, digits_mlp):
+    _, x, y = digits_mlp
+    result = evaluate(noisy_mlp, x[:100], y[:100], ThreatModel(norm="l2", eps=1.0), ["pgd"])
+    assert any("randomised" in w and "EOT" in w for w in result.warnings), result.warnings
+
+
+def test_evaluate_flags_zero_gradients_and_masking(digits_mlp):
+    base, x, y = digits_mlp
+    defended = Model(nn.Sequential(Quantize(4), base.module), num_classes=10)
+    threat = ThreatModel(norm="linf", eps=0.15)
+    result = evaluate(defended, x, y, threat, ["pgd"], check_masking=True)
+    assert any("exactly zero" in w and "BPDA" in w for w in result.warnings), result.warnings
+    assert any("full input range" in w for w in result.warnings), result.warnings
+    with bpda(defended):
+        adaptive = evaluate(defended, x, y, threat, ["pgd"])
+    assert adaptive.robust_accuracy < result.robust_accuracy - 0.3
+
+
+def test_convergence_check_flags_too_few_steps(digits_mlp):
+    model, x, y = digits_mlp
+    weak = get_attack("pgd", ThreatModel(norm="linf", eps=0.08), steps=2, restarts=1)
+    result = evaluate(model, x, y, weak.threat, [weak], check_masking=True)
+    assert any(w.startswith("not converged") for w in result.warnings), result.warnings
+    strong = get_attack("pgd", ThreatModel(norm="linf", eps=0.08), steps=100, restarts=2)
+    result = evaluate(model, x, y, strong.threat, [strong], check_masking=True)
+    assert not any(w.startswith("not converged") for w in result.warnings), result.warnings

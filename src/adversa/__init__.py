@@ -2,6 +2,8 @@
 
 from adversa.attacks import Attack, AttackResult, get_attack, list_attacks
 from adversa.errors import AdversaError
+from adversa.evaluation import evaluate, evaluate_sweep
+from adversa.evaluation.report import Report
 from adversa.model import Cost, Model
 from adversa.threat import ThreatModel
 
@@ -13,8 +15,11 @@ __all__ = [
     "AttackResult",
     "Cost",
     "Model",
+    "Report",
     "ThreatModel",
     "__version__",
+    "evaluate",
+    "evaluate_sweep",
     "get_attack",
     "list_attacks",
 ]

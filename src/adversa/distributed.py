@@ -1,0 +1,105 @@
+"""torch.distributed helpers for sharded evaluation (torchrun; gloo on CPU, nccl on GPU).
+
+Ranks split the work batch by batch, round-robin, over the same batches a single process
+would run, and every rank receives everyone's per-sample results after each stage. Attacks
+are seeded per call, so a batch yields the same result whichever rank runs it: a K-process
+run reports exactly what a 1-process run with the same seed reports (timings aside).
+Without an initialised process group every helper is the single-process identity.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch.distributed as dist
+from torch import Tensor
+
+from adversa.model import Cost
+
+logger = logging.getLogger(__name__)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def init_from_env(device: str = "cpu") -> bool:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1).
+
+    Returns True when this call initialised a group (the caller should `shutdown()` it).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return False
+    if dist.is_initialized():
+        return False
+    backend = "nccl" if str(device).startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend)
+    logger.info("rank %d of %d joined (%s)", dist.get_rank(), dist.get_world_size(), backend)
+    return True
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        dist.barrier()
+
+
+def my_batches(idx: Tensor, batch_size: int) -> Iterator[Tensor]:
+    """This rank's share of the batches `idx` splits into: batch j goes to rank j mod K."""
+    rank, size = world()
+    for j, start in enumerate(range(0, idx.shape[0], batch_size)):
+        if j % size == rank:
+            yield idx[start : start + batch_size]
+
+
+def all_gather(payload: Any) -> list[Any]:
+    """Every rank's `payload`, in rank order (tensors travel through CPU)."""
+    size = world()[1]
+    if size == 1:
+        return [payload]
+    out: list[Any] = [None] * size
+    dist.all_gather_object(out, _to_cpu(payload))
+    return out
+
+
+def sum_costs(cost: Cost) -> Cost:
+    """The cost over all ranks: passes add up; seconds are the slowest rank's."""
+    costs = all_gather(cost)
+    total = Cost()
+    for c in costs:
+        total = total + c
+    return Cost(total.forward, total.backward, total.queries, max(c.seconds for c in costs))
+
+
+def _to_cpu(payload: Any) -> Any:
+    if isinstance(payload, Tensor):
+        return payload.cpu()
+    if isinstance(payload, tuple | list):
+        return type(payload)(_to_cpu(p) for p in payload)
+    return payload
+
+
+__all__ = [
+    "all_gather",
+    "barrier",
+    "init_from_env",
+    "is_main",
+    "my_batches",
+    "shutdown",
+    "sum_costs",
+    "world",
+]
