@@ -25,8 +25,15 @@ from adversa.data import load_data
 from adversa.zoo import load_zoo_model
 
 
-def plain_pgd(module: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps: int,
-              gen: torch.Generator) -> Tensor:
+def plain_pgd(
+    module: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    alpha: float,
+    steps: int,
+    gen: torch.Generator,
+) -> Tensor:
     x_adv = (x + torch.empty_like(x).uniform_(-eps, eps, generator=gen)).clamp(0, 1)
     for _ in range(steps):
         x_adv.requires_grad_(True)
@@ -55,8 +62,9 @@ def main() -> None:
     print(f"clean accuracy: {float((model.predict(x) == y).float().mean()):.4f}")
 
     for eps in (0.3, 0.0):
-        attack = get_attack("pgd", ThreatModel(norm="linf", eps=eps), steps=steps,
-                            step_size=alpha, seed=0)
+        attack = get_attack(
+            "pgd", ThreatModel(norm="linf", eps=eps), steps=steps, step_size=alpha, seed=0
+        )
         plain_times, ours_times = [], []
         for _ in range(args.repeats):  # interleaved, so drift hits both alike
             start = time.perf_counter()

@@ -59,3 +59,15 @@ def digits_mlp() -> tuple[Model, torch.Tensor, torch.Tensor]:
 def digits_surrogate() -> Model:
     """An independently initialised, wider MLP on the same data: a transfer surrogate."""
     return Model(train_digits_mlp(1, hidden=128), num_classes=10, name="digits-surrogate")
+
+
+@pytest.fixture(scope="session")
+def mnist_cnn(adversa_cache: str) -> tuple[Model, object]:
+    """The zoo's "mnist-cnn" (trained once per test session into the session cache, about
+    10 s on one thread; about 96 % clean accuracy) and the 1,000-image MNIST test split, an
+    `adversa.data.Dataset` with x of shape (1000, 1, 28, 28) in [0, 1]."""
+    from adversa.data import load_data
+    from adversa.zoo import load_zoo_model
+
+    module = load_zoo_model("mnist-cnn")
+    return Model(module, num_classes=10, name="mnist-cnn"), load_data("mnist", split="test")

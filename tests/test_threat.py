@@ -13,8 +13,9 @@ from adversa import ThreatModel
 from adversa.errors import BadInput
 from adversa.rng import make_generator
 
-NORM_EPS = st.sampled_from([("linf", 0.05), ("linf", 0.3), ("l2", 0.5), ("l2", 3.0),
-                            ("l1", 1.0), ("l1", 10.0)])
+NORM_EPS = st.sampled_from(
+    [("linf", 0.05), ("linf", 0.3), ("l2", 0.5), ("l2", 3.0), ("l1", 1.0), ("l1", 10.0)]
+)
 
 
 def _batch(seed: int, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
@@ -77,17 +78,20 @@ def test_l1_projection_matches_soft_threshold():
 def test_distance_per_norm():
     x = torch.zeros(2, 4)
     x_adv = torch.tensor([[0.1, -0.2, 0.0, 0.0], [0.0, 0.0, 0.0, 0.5]])
-    assert torch.allclose(ThreatModel(norm="linf", eps=1).distance(x_adv, x),
-                          torch.tensor([0.2, 0.5]))
-    assert torch.allclose(ThreatModel(norm="l1", eps=1).distance(x_adv, x),
-                          torch.tensor([0.3, 0.5]))
+    assert torch.allclose(
+        ThreatModel(norm="linf", eps=1).distance(x_adv, x), torch.tensor([0.2, 0.5])
+    )
+    assert torch.allclose(
+        ThreatModel(norm="l1", eps=1).distance(x_adv, x), torch.tensor([0.3, 0.5])
+    )
 
 
 def test_unbounded_eps_keeps_box_only():
     threat = ThreatModel(norm="l2", eps=math.inf)
     x = torch.full((1, 3), 0.5)
-    assert torch.equal(threat.project(torch.tensor([[9.0, -9.0, 0.7]]), x),
-                       torch.tensor([[1.0, 0.0, 0.7]]))
+    assert torch.equal(
+        threat.project(torch.tensor([[9.0, -9.0, 0.7]]), x), torch.tensor([[1.0, 0.0, 0.7]])
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Model wrapping, cost counting, query views and loading."""
 
 from adversa.model.cost import Cost, CostCounter
+from adversa.model.load import load_model
 from adversa.model.wrapped import Access, LabelsOnly, Model, ScoresOnly
 
-__all__ = ["Access", "Cost", "CostCounter", "LabelsOnly", "Model", "ScoresOnly"]
+__all__ = ["Access", "Cost", "CostCounter", "LabelsOnly", "Model", "ScoresOnly", "load_model"]

@@ -1,0 +1,428 @@
+"""The `adversa` command: a thin layer over the library. Every command is one library call plus
+I/O; progress bars (rich) live here only.
+
+Exit codes: 0 success; 2 bad input (argparse errors and every `AdversaError`, printed as one
+line `adversa: error: <message>`); 1 anything else (a short message; the traceback only with
+`--debug` or ADVERSA_DEBUG=1); 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adversa import distributed
+from adversa.attacks import ATTACKS, get_attack
+from adversa.attacks.adaptive import EOT, bpda
+from adversa.checks import check_batch
+from adversa.data import list_datasets, load_data
+from adversa.errors import AdversaError, BadInput
+from adversa.evaluation import evaluate_sweep
+from adversa.evaluation.report import Report, write_reports
+from adversa.model.load import load_model
+from adversa.threat import NORMS, ThreatModel
+from adversa.zoo import list_models, zoo_entry
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+LIST_WHAT = ("attacks", "datasets", "models")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line `argv` (default: `sys.argv[1:]`); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    debug = bool(args.debug) or os.environ.get("ADVERSA_DEBUG", "") not in ("", "0")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+    try:
+        return args.handler(args)
+    except AdversaError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"adversa: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("adversa: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+            hint = ""
+        else:
+            hint = " (run with --debug or ADVERSA_DEBUG=1 for the traceback)"
+        print(
+            f"adversa: internal error: {type(exc).__name__}: {_one_line(exc)}{hint}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adversa",
+        description="Attack, defend and measure PyTorch classifiers.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ev = commands.add_parser(
+        "evaluate",
+        parents=[common],
+        help="robust accuracy under a cascade of attacks; writes report.json and report.html",
+        description="Evaluate a model's robustness: clean accuracy, then a cascade of attacks "
+        "(each only on the points still robust) and the per-sample worst case, with sanity "
+        "checks for gradient masking. Writes DIR/report.json and DIR/report.html.",
+    )
+    ev.add_argument(
+        "--model",
+        required=True,
+        help="zoo name, TorchScript file, .pt2 archive, or path/file.py:factory (with --weights)",
+    )
+    ev.add_argument(
+        "--weights",
+        help="state_dict (.pt, loaded weights-only) or .safetensors for a file.py:factory model",
+    )
+    ev.add_argument(
+        "--data",
+        required=True,
+        help="built-in name (mnist, digits, "
+        "breast-cancer), .npz with x and y, .csv (with --label-column), or an "
+        "image folder root/<class>/*.png",
+    )
+    ev.add_argument("--label-column", help="the label column of a .csv dataset")
+    ev.add_argument("--bounds", help="input range LO,HI (default: the dataset's, usually 0,1)")
+    ev.add_argument("--norm", required=True, choices=NORMS, help="the threat model's norm")
+    ev.add_argument(
+        "--eps",
+        required=True,
+        help="radius, or a comma-separated sweep; "
+        "fractions allowed (8/255). The first value is the headline.",
+    )
+    ev.add_argument(
+        "--attacks",
+        help="comma-separated registry names in cascade order "
+        "(default: fgsm,pgd, plus deepfool for linf/l2 and cw for l2 when "
+        "available); see `adversa list attacks`",
+    )
+    ev.add_argument(
+        "--n",
+        type=int,
+        help="evaluate the first N test points (deterministic: "
+        "the dataset's own order; default all)",
+    )
+    ev.add_argument("--batch-size", type=int, default=256, help="points per attack batch")
+    ev.add_argument("--seed", type=int, default=0, help="seeds every attack (default 0)")
+    ev.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default cpu)")
+    ev.add_argument("--steps", type=int, help="override the steps of every attack that has them")
+    ev.add_argument(
+        "--eot",
+        type=int,
+        metavar="K",
+        help="attack the expectation over K random draws of a randomised model (EOT)",
+    )
+    ev.add_argument(
+        "--bpda",
+        choices=("identity",),
+        help="backward pass through the model's non-differentiable submodules (those marked "
+        "non_differentiable=True) as the identity (BPDA)",
+    )
+    ev.add_argument("--surrogate", help="model the 'transfer' attack crafts its examples on")
+    ev.add_argument("--surrogate-weights", help="weights for a file.py:factory --surrogate")
+    ev.add_argument(
+        "--check-masking",
+        action="store_true",
+        help="also run the costlier gradient-masking checks: convergence (2x steps, one more "
+        "restart) and an eps sweep up to the full input range",
+    )
+    ev.add_argument("--out", required=True, help="output directory (created if missing)")
+    ev.set_defaults(handler=cmd_evaluate)
+
+    ls = commands.add_parser("list", parents=[common], help="list attacks, datasets or models")
+    ls.add_argument("what", choices=LIST_WHAT)
+    ls.set_defaults(handler=cmd_list)
+    return parser
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "attacks":
+        for name in ATTACKS.list():
+            norms = getattr(ATTACKS.factory(name), "norms", NORMS)
+            print(f"{name:<12} norms: {', '.join(norms)}")
+    elif args.what == "datasets":
+        print("\n".join(list_datasets()))
+    else:
+        for name in list_models():
+            print(f"{name:<20} {zoo_entry(name).description}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    eps_values = parse_eps(args.eps)
+    names = parse_attacks(args.attacks) if args.attacks else default_attacks(args.norm)
+    names = [ATTACKS.canonical(name) for name in names]  # unknown names fail before any work
+    _check_positive("--batch-size", args.batch_size)
+    if args.n is not None:
+        _check_positive("--n", args.n)
+    if args.steps is not None:
+        _check_positive("--steps", args.steps)
+    _check_device(args.device)
+
+    dataset = load_data(args.data, split="test", label_column=args.label_column).take(args.n)
+    bounds = parse_bounds(args.bounds) if args.bounds else tuple(dataset.bounds)
+    threat = ThreatModel(norm=args.norm, eps=eps_values[0], bounds=bounds)
+    threats = [threat.with_eps(eps) for eps in eps_values]
+    check_batch(dataset.x, dataset.y, max(threats, key=lambda t: t.eps), None)
+
+    if args.eot is not None:
+        _check_positive("--eot", args.eot)
+    if "transfer" in names and not args.surrogate:
+        raise BadInput("attack 'transfer' needs --surrogate MODEL")
+    joined = distributed.init_from_env(args.device)
+    try:
+        with _RichProgress(enabled=distributed.is_main()) as progress:
+            model = _load_on_all_ranks(args.model, args.weights, args.device, progress, bounds)
+            surrogate = (
+                _load_on_all_ranks(
+                    args.surrogate, args.surrogate_weights, args.device, progress, bounds
+                )
+                if args.surrogate
+                else None
+            )
+            if args.eot is not None:
+                model = EOT(model, args.eot)
+            attacks = [
+                _build_attack(name, threat, args.seed, args.steps, surrogate) for name in names
+            ]
+            with bpda(model, args.bpda) if args.bpda else contextlib.nullcontext():
+                sweep = evaluate_sweep(
+                    model,
+                    dataset.x,
+                    dataset.y,
+                    threat,
+                    eps_values,
+                    attacks,
+                    batch_size=args.batch_size,
+                    seed=args.seed,
+                    progress=progress,
+                    check_masking=args.check_masking,
+                )
+    finally:
+        if joined:
+            distributed.shutdown()
+    if not distributed.is_main() and joined:
+        return EXIT_OK
+    config: dict[str, Any] = {
+        "model": args.model,
+        "weights": args.weights,
+        "data": args.data,
+        "label_column": args.label_column,
+        "norm": args.norm,
+        "eps": eps_values,
+        "bounds": list(bounds),
+        "attacks": names,
+        "n": len(dataset),
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "steps": args.steps,
+        "device": args.device,
+        "eot": args.eot,
+        "bpda": args.bpda,
+        "surrogate": args.surrogate,
+        "check_masking": args.check_masking,
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+    }
+    report = Report.from_results(sweep, config=config, seconds=time.perf_counter() - start)
+    _, html_path = write_reports(
+        args.out,
+        report,
+        sweep,
+        kind=dataset.kind,
+        class_names=dataset.class_names,
+        feature_names=dataset.feature_names,
+    )
+    print(summary(report, Path(args.out), html_path))
+    return EXIT_OK
+
+
+def summary(report: Report, out: Path, html_path: Path) -> str:
+    """A few lines for the terminal: accuracies per eps, warnings, where the report is."""
+    config = report.config
+    lines = [
+        f"{config.get('model')} on {config.get('data')}: n={report.n}, {config.get('norm')}, "
+        f"seed {report.seed}, {report.seconds:.1f} s",
+        f"clean accuracy   {100 * report.clean_accuracy:5.1f}%",
+    ]
+    for entry in report.results:
+        steps = ", ".join(
+            f"{a['name']} {100 * a['robust_accuracy']:.1f}%" for a in entry["attacks"]
+        )
+        lines.append(
+            f"robust accuracy  {100 * entry['robust_accuracy']:5.1f}% at eps={entry['eps']:g}"
+            f"  (after {steps})"
+        )
+    for warning in report.warnings:
+        lines.append(f"warning: {warning}")
+    lines.append(f"report: {html_path} (and {out / 'report.json'})")
+    return "\n".join(lines)
+
+
+def parse_eps(text: str) -> list[float]:
+    """'0.1' or '0.1,0.2' or '8/255,16/255' -> floats; each must be a finite number >= 0."""
+    values = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            if "/" in part:
+                num, den = part.split("/", 1)
+                value = float(num) / float(den)
+            else:
+                value = float(part)
+        except (ValueError, ZeroDivisionError):
+            raise BadInput(
+                f"--eps: cannot read {part!r} as a number (examples: 0.3, 8/255, 0.1,0.2)"
+            ) from None
+        if not math.isfinite(value):
+            raise BadInput(f"--eps must be finite, got {part!r}")
+        if value < 0:
+            raise BadInput(f"eps must be >= 0, got {value:g}")
+        values.append(value)
+    return values
+
+
+def parse_bounds(text: str) -> tuple[float, float]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise BadInput(f"--bounds must be LO,HI (e.g. 0,1), got {text!r}") from None
+    return lo, hi
+
+
+def parse_attacks(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise BadInput(f"--attacks must name at least one attack, got {text!r}")
+    return names
+
+
+def default_attacks(norm: str) -> list[str]:
+    """Cheap first: fgsm, pgd, then deepfool (linf, l2) and cw (l2) when registered."""
+    names = ["fgsm", "pgd"]
+    if "deepfool" in ATTACKS and norm in ("linf", "l2"):
+        names.append("deepfool")
+    if "cw" in ATTACKS and norm == "l2":
+        names.append("cw")
+    return names
+
+
+def _load_on_all_ranks(
+    spec: str, weights: str | None, device: str, progress: Any, bounds: tuple[float, float]
+) -> Any:
+    """Load a model; under torchrun rank 0 goes first, so a zoo model trains once."""
+    if not distributed.is_main():
+        distributed.barrier()
+    model = load_model(spec, weights=weights, device=device, progress=progress, bounds=bounds)
+    if distributed.is_main():
+        distributed.barrier()
+    return model
+
+
+def _build_attack(
+    name: str, threat: ThreatModel, seed: int, steps: int | None, surrogate: Any = None
+) -> Any:
+    """The attack object with `seed` (and `steps`, if it has that option; `surrogate` for
+    'transfer'); a name when it does not support the threat's norm, so that the evaluation
+    skips it with a warning."""
+    factory = ATTACKS.factory(name)
+    if threat.norm not in getattr(factory, "norms", NORMS):
+        return name
+    options: dict[str, Any] = {"seed": seed}
+    if name == "transfer":
+        options["surrogate"] = surrogate
+    if (
+        steps is not None
+        and dataclasses.is_dataclass(factory)
+        and "steps" in {f.name for f in dataclasses.fields(factory)}
+    ):
+        options["steps"] = steps
+    return get_attack(name, threat, **options)
+
+
+def _check_positive(flag: str, value: int) -> None:
+    if value < 1:
+        raise BadInput(f"{flag} must be >= 1, got {value}")
+
+
+def _check_device(device: str) -> None:
+    kind = device.split(":", 1)[0]
+    if kind not in ("cpu", "cuda"):
+        raise BadInput(f"--device must be cpu or cuda[:index], got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda: CUDA is not available on this machine")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, KeyError) and not isinstance(exc, AdversaError):
+        text = repr(exc.args[0]) if exc.args else ""
+    first = text.splitlines()[0] if text else ""
+    return first or type(exc).__name__
+
+
+class _RichProgress:
+    """Adapts the library's `progress(description, completed, total)` callback to rich bars,
+    one per description, on stderr; invisible when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._bars = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            disable=not enabled,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _RichProgress:
+        self._bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bars.stop()
+
+    def __call__(self, description: str, completed: int, total: int) -> None:
+        task = self._tasks.get(description)
+        if task is None:
+            task = self._tasks[description] = self._bars.add_task(description, total=total)
+        self._bars.update(task, completed=completed, total=total)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The model zoo: small architectures trained locally on built-in data and cached.
+
+Example::
+
+    module = load_zoo_model("mnist-cnn-pgd")     # trains once (minutes), then loads
+    model = adversa.Model(module, num_classes=10, name="mnist-cnn-pgd")
+"""
+
+from adversa.zoo.arch import ARCHS, MLP, SmallCNN, build_arch
+from adversa.zoo.cache import (
+    build_zoo_module,
+    cache_dir,
+    load_zoo_entry,
+    load_zoo_model,
+    read_card,
+    train_zoo_entry,
+    zoo_paths,
+)
+from adversa.zoo.entries import ZooEntry, list_models, zoo_entry
+from adversa.zoo.train import PGDAdversary, Step, TrainStats, accuracy, train_classifier
+
+__all__ = [
+    "ARCHS",
+    "MLP",
+    "PGDAdversary",
+    "SmallCNN",
+    "Step",
+    "TrainStats",
+    "ZooEntry",
+    "accuracy",
+    "build_arch",
+    "build_zoo_module",
+    "cache_dir",
+    "list_models",
+    "load_zoo_entry",
+    "load_zoo_model",
+    "read_card",
+    "train_classifier",
+    "train_zoo_entry",
+    "zoo_entry",
+    "zoo_paths",
+]

@@ -1,0 +1,222 @@
+"""Train-on-first-use and cache the zoo's models, so every command has an offline default.
+
+A model lives in `cache_dir()/zoo/` as two files named after the entry and its recipe
+fingerprint: `<name>-<fp>.pt` (a state_dict, loaded with `weights_only=True`) and
+`<name>-<fp>.json` (its card: clean accuracy, training seconds, versions, the weights' sha256).
+Both are written atomically, weights first, so a card on disk always describes complete
+weights. A file lock serialises training across processes (e.g. torchrun ranks): the first
+trains, the others wait and then load its result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import os
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adversa.data import load_data
+from adversa.errors import ModelLoadError
+from adversa.io import atomic_torch_save, atomic_write_text
+from adversa.zoo.arch import build_arch
+from adversa.zoo.entries import ZooEntry, zoo_entry
+from adversa.zoo.train import PGDAdversary, Progress, accuracy, train_classifier
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Where zoo weights live: $ADVERSA_CACHE, else $XDG_CACHE_HOME/adversa, else
+    ~/.cache/adversa."""
+    env = os.environ.get("ADVERSA_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "adversa"
+
+
+def zoo_paths(entry: ZooEntry, root: str | Path | None = None) -> tuple[Path, Path]:
+    """(weights, card) paths of `entry` in the cache."""
+    base = (Path(root).expanduser() if root is not None else cache_dir()) / "zoo"
+    stem = f"{entry.name}-{entry.fingerprint}"
+    return base / f"{stem}.pt", base / f"{stem}.json"
+
+
+def build_zoo_module(entry: ZooEntry, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The entry's architecture, initialised from `entry.seed` without touching global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(entry.seed)
+        return build_arch(entry.arch, input_shape, num_classes)
+
+
+def _versions() -> dict[str, str]:
+    from adversa import __version__
+
+    return {
+        "adversa": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def train_zoo_entry(
+    entry: ZooEntry, *, progress: Progress | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train `entry` from scratch; return the module (eval mode) and its card."""
+    train = load_data(entry.data, split="train").take(entry.train_size)
+    test = load_data(entry.data, split="test")
+    module = build_zoo_module(entry, train.input_shape, train.num_classes).to(device)
+    adversary = None
+    if entry.defense == "pgd-at":
+        adversary = PGDAdversary(
+            eps=entry.eps,
+            steps=entry.pgd_steps,
+            step_size=entry.pgd_step_size,
+            ramp=entry.eps_ramp,
+            seed=entry.seed,
+        )
+    log.info("training zoo model %s (%s, %d epochs)", entry.name, entry.arch, entry.epochs)
+    stats = train_classifier(
+        module,
+        train,
+        epochs=entry.epochs,
+        batch_size=entry.batch_size,
+        lr=entry.lr,
+        seed=entry.seed,
+        adversary=adversary,
+        progress=progress,
+        description=f"training {entry.name}",
+    )
+    clean = accuracy(module, test)
+    log.info("zoo model %s: clean accuracy %.4f in %.1f s", entry.name, clean, stats.seconds)
+    card: dict[str, Any] = {
+        "name": entry.name,
+        "fingerprint": entry.fingerprint,
+        "entry": dataclasses.asdict(entry),
+        "input_shape": list(train.input_shape),
+        "num_classes": train.num_classes,
+        "train_size": len(train),
+        "test_size": len(test),
+        "clean_accuracy": clean,
+        "train_seconds": round(stats.seconds, 3),
+        "train_cpu_seconds": round(stats.cpu_seconds, 3),
+        "train_steps": stats.steps,
+        "train_loss": stats.loss,
+        "train_accuracy": stats.accuracy,
+        "torch_threads": torch.get_num_threads(),
+        "versions": _versions(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    return module, card
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (POSIX flock); a no-op where unavailable."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_card(entry: ZooEntry | str, cache_dir: str | Path | None = None) -> dict[str, Any] | None:
+    """The cached card of `entry` (a `ZooEntry` or a zoo name), or None if not trained yet."""
+    entry = zoo_entry(entry) if isinstance(entry, str) else entry
+    _, card_path = zoo_paths(entry, cache_dir)
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return card if card.get("fingerprint") == entry.fingerprint else None
+
+
+def _load_cached(
+    entry: ZooEntry, root: str | Path | None, device: str | torch.device
+) -> nn.Module | None:
+    weights_path, _ = zoo_paths(entry, root)
+    card = read_card(entry, root)
+    if card is None or not weights_path.exists():
+        return None
+    if card.get("weights_sha256") != _sha256(weights_path):
+        log.warning("cached weights of %s do not match their card; retraining", entry.name)
+        return None
+    module = build_zoo_module(entry, tuple(card["input_shape"]), int(card["num_classes"]))
+    try:
+        state = torch.load(weights_path, map_location=device, weights_only=True)
+        module.load_state_dict(state)
+    except (RuntimeError, OSError, ValueError) as exc:
+        log.warning("cached weights of %s are unreadable (%s); retraining", entry.name, exc)
+        return None
+    return module.to(device).eval()
+
+
+def load_zoo_entry(
+    entry: ZooEntry,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Load `entry` from the cache, training and caching it first if needed."""
+    weights_path, card_path = zoo_paths(entry, cache_dir)
+    module = _load_cached(entry, cache_dir, device)
+    if module is not None:
+        return module
+    try:
+        with _file_lock(weights_path.with_suffix(".lock")):
+            module = _load_cached(entry, cache_dir, device)  # another process may have won
+            if module is not None:
+                return module
+            module, card = train_zoo_entry(entry, progress=progress, device=device)
+            state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+            atomic_torch_save(state, weights_path)
+            card["weights_sha256"] = _sha256(weights_path)
+            atomic_write_text(card_path, json.dumps(card, indent=2, sort_keys=True) + "\n")
+    except OSError as exc:
+        raise ModelLoadError(
+            f"cannot write the zoo cache at {weights_path.parent} ({exc}); set ADVERSA_CACHE "
+            f"to a writable directory"
+        ) from None
+    log.info("cached zoo model %s at %s", entry.name, weights_path)
+    return module.eval()
+
+
+def load_zoo_model(
+    name: str,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Zoo model `name` in eval mode, mapping inputs in [0, 1] to logits.
+
+    Trained with a fixed seed on first use (seconds to minutes on a CPU), then loaded from the
+    cache (`cache_dir`, else `adversa.zoo.cache_dir()`). `progress(description, completed,
+    total)` is called during training only.
+    """
+    return load_zoo_entry(zoo_entry(name), cache_dir=cache_dir, progress=progress, device=device)

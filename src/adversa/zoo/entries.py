@@ -1,0 +1,111 @@
+"""The model zoo's catalogue: what each built-in model is and how it is trained.
+
+An entry is a frozen recipe; `dataclasses.replace(entry, epochs=1, train_size=500)` gives a
+cheaper variant (tests use this), with its own cache key since the recipe differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from adversa.errors import BadInput, UnknownName
+
+DEFENSES: tuple[str, ...] = ("none", "pgd-at")
+ZOO_FORMAT = 1  # bump when training code changes in a way that should invalidate caches
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ZooEntry:
+    """A recipe for one zoo model. Every field except `description` is part of the cache key."""
+
+    name: str  # registry name, lower-kebab
+    data: str  # built-in dataset: trained on its "train" split, scored on "test"
+    arch: str  # a key of `adversa.zoo.arch.ARCHS`
+    defense: str = "none"  # "none" or "pgd-at" (Madry et al. 2018)
+    eps: float = 0.0  # pgd-at: linf training radius
+    epochs: int = 10  # passes over the training split
+    seed: int = 0  # seeds initialisation, shuffling and PGD's random starts
+    description: str = ""  # one line for `adversa zoo list`
+    batch_size: int = 64  # samples per optimizer step
+    lr: float = 1e-3  # Adam's peak learning rate (cosine decay to 0)
+    train_size: int | None = None  # use only the first n training samples (None: all)
+    pgd_steps: int = 10  # pgd-at: PGD steps per batch
+    pgd_step_size: float | None = None  # pgd-at: None means 2.5 * current eps / steps
+    eps_ramp: float = 0.0  # pgd-at: share of training over which eps grows from 0 to eps
+
+    def __post_init__(self) -> None:
+        if self.defense not in DEFENSES:
+            raise BadInput(f"defense must be one of {', '.join(DEFENSES)}, got {self.defense!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise BadInput(f"zoo entry {self.name!r} needs epochs >= 1, batch_size >= 1 and lr > 0")
+        if self.train_size is not None and self.train_size < 1:
+            raise BadInput(f"train_size must be >= 1 or None, got {self.train_size}")
+        if self.defense == "pgd-at" and not 0 < self.eps <= 1:
+            raise BadInput(f"pgd-at needs 0 < eps <= 1, got {self.eps}")
+
+    @property
+    def fingerprint(self) -> str:
+        """12 hex digits of a hash of the recipe (all fields but `description`)."""
+        recipe = dataclasses.asdict(self)
+        recipe.pop("description")
+        recipe["format"] = ZOO_FORMAT
+        blob = json.dumps(recipe, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+ENTRIES: dict[str, ZooEntry] = {
+    e.name: e
+    for e in (
+        ZooEntry(
+            name="mnist-cnn",
+            data="mnist",
+            arch="small-cnn",
+            epochs=20,
+            lr=2e-3,
+            description="SmallCNN (Wong & Kolter 2018) on 4,000 MNIST digits, standard training",
+        ),
+        ZooEntry(
+            name="mnist-cnn-pgd",
+            data="mnist",
+            arch="wide-cnn",
+            defense="pgd-at",
+            eps=0.3,
+            epochs=20,
+            pgd_steps=10,
+            eps_ramp=0.4,
+            description="wide SmallCNN on 4,000 MNIST digits, PGD adversarial training "
+            "(Madry et al. 2018) at linf eps 0.3",
+        ),
+        ZooEntry(
+            name="breast-cancer-mlp",
+            data="breast-cancer",
+            arch="mlp",
+            epochs=60,
+            batch_size=32,
+            description="MLP 30-64-32-2 on the min-max scaled breast-cancer table",
+        ),
+        ZooEntry(
+            name="digits-mlp",
+            data="digits",
+            arch="mlp-wide",
+            epochs=30,
+            batch_size=32,
+            description="MLP 64-256-128-10 on scikit-learn's 8x8 digits",
+        ),
+    )
+}
+
+
+def list_models() -> list[str]:
+    """Names of the zoo models."""
+    return sorted(ENTRIES)
+
+
+def zoo_entry(name: str) -> ZooEntry:
+    """The recipe of zoo model `name`; unknown names raise `UnknownName` with suggestions."""
+    key = name.strip().lower()
+    if key not in ENTRIES:
+        raise UnknownName("model", name, list_models())
+    return ENTRIES[key]
