@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from adversa.data import load_data
-from adversa.errors import ModelLoadError
 from adversa.io import atomic_torch_save, atomic_write_text
 from adversa.zoo.arch import build_arch
 from adversa.zoo.entries import ZooEntry, zoo_entry
@@ -182,26 +181,40 @@ def load_zoo_entry(
     progress: Progress | None = None,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """Load `entry` from the cache, training and caching it first if needed."""
+    """Load `entry` from the cache, training and caching it first if needed.
+
+    If the cache directory cannot be written, the model is trained anyway and returned
+    uncached, with a warning (set ADVERSA_CACHE to a writable directory to keep it).
+    """
     weights_path, card_path = zoo_paths(entry, cache_dir)
     module = _load_cached(entry, cache_dir, device)
     if module is not None:
         return module
     try:
-        with _file_lock(weights_path.with_suffix(".lock")):
-            module = _load_cached(entry, cache_dir, device)  # another process may have won
-            if module is not None:
-                return module
-            module, card = train_zoo_entry(entry, progress=progress, device=device)
-            state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        weights_path.parent.mkdir(parents=True, exist_ok=True)
+        writable = os.access(weights_path.parent, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        log.warning(
+            "zoo cache %s is not writable; training %s without caching it (set ADVERSA_CACHE)",
+            weights_path.parent,
+            entry.name,
+        )
+        return train_zoo_entry(entry, progress=progress, device=device)[0]
+    with _file_lock(weights_path.with_suffix(".lock")):
+        module = _load_cached(entry, cache_dir, device)  # another process may have won
+        if module is not None:
+            return module
+        module, card = train_zoo_entry(entry, progress=progress, device=device)
+        state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        try:
             atomic_torch_save(state, weights_path)
             card["weights_sha256"] = _sha256(weights_path)
             atomic_write_text(card_path, json.dumps(card, indent=2, sort_keys=True) + "\n")
-    except OSError as exc:
-        raise ModelLoadError(
-            f"cannot write the zoo cache at {weights_path.parent} ({exc}); set ADVERSA_CACHE "
-            f"to a writable directory"
-        ) from None
+        except OSError as exc:
+            log.warning("could not cache zoo model %s (%s)", entry.name, exc)
+            return module.eval()
     log.info("cached zoo model %s at %s", entry.name, weights_path)
     return module.eval()
 
