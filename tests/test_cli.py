@@ -188,7 +188,9 @@ def test_list_commands(capsys):
     assert "mnist" in capsys.readouterr().out.split()
     assert main(["list", "models"]) == 0
     assert "mnist-cnn" in capsys.readouterr().out
-    assert main(["list", "defenses"]) == 2
+    assert main(["list", "defenses"]) == 0
+    assert "pgd-at" in capsys.readouterr().out
+    assert main(["list", "detectors"]) == 2
 
 
 def test_eps_parsing():

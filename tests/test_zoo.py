@@ -45,13 +45,18 @@ def _tiny(name: str = "mnist-cnn-pgd", **changes: object) -> ZooEntry:
 
 def test_catalogue() -> None:
     names = list_models()
-    assert {"mnist-cnn", "mnist-cnn-pgd", "breast-cancer-mlp"} <= set(names)
+    assert {"mnist-cnn", "mnist-cnn-pgd", "mnist-cnn-trades", "breast-cancer-mlp"} <= set(names)
     for name in names:
         entry = zoo_entry(name)
         assert entry.name == name and entry.description
         assert load_data(entry.data, split="test").num_classes >= 2
     pgd = zoo_entry("mnist-cnn-pgd")
     assert pgd.defense == "pgd-at" and pgd.eps == 0.3
+    trades = zoo_entry("mnist-cnn-trades")
+    assert trades.defense == "trades" and trades.beta == 6.0 and trades.epochs == pgd.epochs
+    config = trades.train_config()  # zoo entries are TrainConfigs trained by the one loop
+    assert config.defense.name == "trades" and config.defense.beta == 6.0
+    assert config.defense.eps == 0.3 and config.defense.steps == 7 and config.epochs == 40
 
 
 def test_unknown_model_suggests() -> None:
@@ -158,7 +163,9 @@ def test_pgd_adversarial_training_buys_robustness() -> None:
     for name in ("mnist-cnn", "mnist-cnn-pgd"):
         entry = dataclasses.replace(zoo_entry(name), epochs=6, train_size=1000)
         module, card = train_zoo_entry(entry)
-        assert card["clean_accuracy"] > 0.8
+        # the adversary runs every step on every point (no early stop), which costs the
+        # adversarially trained model a few points of clean accuracy at this tiny budget
+        assert card["clean_accuracy"] > (0.8 if name == "mnist-cnn" else 0.75)
         result = get_attack("pgd", threat, steps=20)(Model(module, num_classes=10), test.x, test.y)
         robust[name] = 1 - float(result.success.float().mean())
     assert robust["mnist-cnn"] < 0.1

@@ -1,21 +1,27 @@
-"""torch.distributed helpers for sharded evaluation (torchrun; gloo on CPU, nccl on GPU).
+"""torch.distributed helpers for sharded evaluation and data-parallel training (torchrun; gloo
+on CPU, nccl on GPU).
 
 Ranks split the work batch by batch, round-robin, over the same batches a single process
 would run, and every rank receives everyone's per-sample results after each stage. Attacks
 are seeded per call, so a batch yields the same result whichever rank runs it: a K-process
 run reports exactly what a 1-process run with the same seed reports (timings aside).
 Without an initialised process group every helper is the single-process identity.
+
+Training (`data_parallel`) wraps the module in DistributedDataParallel; each rank trains on
+its shard of every global batch, and the gradient all-reduce weights each rank by its share of
+the batch, so the update is the one a single process computes on the whole batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from adversa.model import Cost
 
@@ -85,6 +91,46 @@ def sum_costs(cost: Cost) -> Cost:
     return Cost(total.forward, total.backward, total.queries, max(c.seconds for c in costs))
 
 
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """The elementwise sum of `tensor` over all ranks (in place; returned for chaining)."""
+    if world()[1] > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+@dataclasses.dataclass
+class ShardWeight:
+    """This rank's share of the current global batch: local samples / global samples."""
+
+    value: float = 1.0
+
+
+def _weighted_sum_hook(weight, bucket):  # type: ignore[no-untyped-def]
+    """DDP communication hook: sum over ranks of (share of the batch) x (local mean gradient),
+    the gradient of the global-batch mean even when shards differ in size (DDP's default
+    divides by the world size, which is right only for equal shards).
+
+    (weight: ShardWeight, bucket: dist.GradBucket) -> torch.futures.Future[Tensor]; left
+    unannotated because DDP checks annotations against the classes, and postponed
+    annotations are strings.)"""
+    buffer = bucket.buffer().mul_(weight.value)
+    future = dist.all_reduce(buffer, async_op=True).get_future()  # type: ignore[union-attr]
+    return future.then(lambda done: done.value()[0])
+
+
+def data_parallel(module: nn.Module, weight: ShardWeight) -> nn.Module:
+    """`module` wrapped in DistributedDataParallel with the batch-share-weighted gradient
+    all-reduce (set `weight.value` before each batch); `module` itself outside a process group.
+    Parameters are broadcast from rank 0 when the wrapper is built."""
+    if world()[1] == 1:
+        return module
+    param = next(module.parameters())
+    device_ids = [param.device.index] if param.device.type == "cuda" else None
+    ddp = nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+    ddp.register_comm_hook(weight, _weighted_sum_hook)
+    return ddp
+
+
 def _to_cpu(payload: Any) -> Any:
     if isinstance(payload, Tensor):
         return payload.cpu()
@@ -94,8 +140,11 @@ def _to_cpu(payload: Any) -> Any:
 
 
 __all__ = [
+    "ShardWeight",
     "all_gather",
+    "all_reduce_sum",
     "barrier",
+    "data_parallel",
     "init_from_env",
     "is_main",
     "my_batches",

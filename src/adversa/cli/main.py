@@ -27,16 +27,18 @@ from adversa import distributed
 from adversa.attacks import ATTACKS, get_attack
 from adversa.attacks.adaptive import EOT, bpda
 from adversa.checks import check_batch
+from adversa.cli.input_defenses import defense_summary, evaluate_defended
 from adversa.data import list_datasets, load_data
 from adversa.errors import AdversaError, BadInput
 from adversa.evaluation import evaluate_sweep
+from adversa.evaluation.adaptive_eval import attach_to_report
 from adversa.evaluation.report import Report, write_reports
 from adversa.model.load import load_model
 from adversa.threat import NORMS, ThreatModel
 from adversa.zoo import list_models, zoo_entry
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-LIST_WHAT = ("attacks", "datasets", "models")
+LIST_WHAT = ("attacks", "datasets", "defenses", "models")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,12 +152,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run the costlier gradient-masking checks: convergence (2x steps, one more "
         "restart) and an eps sweep up to the full input range",
     )
+    from adversa.cli.input_defenses import add_evaluate_options, add_reformer_parser
+
+    add_evaluate_options(ev)
     ev.add_argument("--out", required=True, help="output directory (created if missing)")
     ev.set_defaults(handler=cmd_evaluate)
+    add_reformer_parser(commands, common)
 
-    ls = commands.add_parser("list", parents=[common], help="list attacks, datasets or models")
+    from adversa.cli.train import add_train_parser
+
+    add_train_parser(commands, common)
+
+    from adversa.cli.certify import add_certify_parser
+
+    add_certify_parser(commands, common)
+
+    ls = commands.add_parser(
+        "list", parents=[common], help="list attacks, datasets, defenses or models"
+    )
     ls.add_argument("what", choices=LIST_WHAT)
     ls.set_defaults(handler=cmd_list)
+
+    cmp = commands.add_parser(
+        "compare",
+        parents=[common],
+        help="compare evaluated models: clean-vs-robust scatter and a table",
+        description="Put several `adversa evaluate` outputs (DIR/report.json) or `adversa "
+        "train` outputs (DIR/card.json) side by side. Writes OUT/compare.json and "
+        "OUT/compare.html.",
+    )
+    cmp.add_argument("dirs", nargs="+", metavar="DIR", help="report or training directories")
+    cmp.add_argument("--out", required=True, help="output directory (created if missing)")
+    cmp.set_defaults(handler=cmd_compare)
     return parser
 
 
@@ -166,9 +194,25 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:<12} norms: {', '.join(norms)}")
     elif args.what == "datasets":
         print("\n".join(list_datasets()))
+    elif args.what == "defenses":
+        from adversa.defenses import DEFENSES
+
+        for name in DEFENSES.list():
+            doc = (DEFENSES.factory(name).__doc__ or "").strip().splitlines()
+            print(f"{name:<14} {doc[0] if doc else ''}")
     else:
         for name in list_models():
             print(f"{name:<20} {zoo_entry(name).description}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from adversa.evaluation.compare import compare, summary, write_compare
+
+    result = compare(args.dirs)
+    json_path, html_path = write_compare(result, args.out)
+    print(summary(result))
+    print(f"comparison: {html_path} (and {json_path})")
     return EXIT_OK
 
 
@@ -205,23 +249,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 if args.surrogate
                 else None
             )
-            if args.eot is not None:
+            defense = args.defense or args.detector  # input-side: naive and adaptive runs
+            if args.eot is not None and not defense:
                 model = EOT(model, args.eot)
             attacks = [
                 _build_attack(name, threat, args.seed, args.steps, surrogate) for name in names
             ]
+            evaluation = (
+                evaluate_defended(args, model, dataset, threat, eps_values, attacks, progress)
+                if defense
+                else None
+            )
             with bpda(model, args.bpda) if args.bpda else contextlib.nullcontext():
-                sweep = evaluate_sweep(
-                    model,
-                    dataset.x,
-                    dataset.y,
-                    threat,
-                    eps_values,
-                    attacks,
-                    batch_size=args.batch_size,
-                    seed=args.seed,
-                    progress=progress,
-                    check_masking=args.check_masking,
+                sweep = (
+                    evaluation.adaptive
+                    if evaluation is not None
+                    else evaluate_sweep(
+                        model,
+                        dataset.x,
+                        dataset.y,
+                        threat,
+                        eps_values,
+                        attacks,
+                        batch_size=args.batch_size,
+                        seed=args.seed,
+                        progress=progress,
+                        check_masking=args.check_masking,
+                    )
                 )
     finally:
         if joined:
@@ -249,6 +303,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }
     report = Report.from_results(sweep, config=config, seconds=time.perf_counter() - start)
+    if evaluation is not None:
+        report = attach_to_report(report, evaluation)
     _, html_path = write_reports(
         args.out,
         report,
@@ -258,6 +314,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         feature_names=dataset.feature_names,
     )
     print(summary(report, Path(args.out), html_path))
+    if evaluation is not None:
+        print(defense_summary(evaluation))
     return EXIT_OK
 
 
@@ -411,13 +469,15 @@ class _RichProgress:
         self._tasks: dict[str, Any] = {}
 
     def __enter__(self) -> _RichProgress:
-        self._bars.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._bars.stop()
+        if self._tasks:
+            self._bars.stop()
 
     def __call__(self, description: str, completed: int, total: int) -> None:
+        if not self._tasks:
+            self._bars.start()  # on the first report, so that early errors print alone
         task = self._tasks.get(description)
         if task is None:
             task = self._tasks[description] = self._bars.add_task(description, total=total)

@@ -69,6 +69,10 @@ def render_html(
         _warnings(data["warnings"]),
         _headline(data),
     ]
+    if data.get("defense"):
+        from adversa.evaluation.defense_html import defense_section
+
+        parts.append(defense_section(data["defense"]))
     for entry in data["results"]:
         parts.append(_attack_table(entry, data["config"], len(data["results"]) > 1))
     if len(data["curve"]) > 1:

@@ -46,6 +46,9 @@ class Report:
     masking_sweep: tuple[dict[str, float], ...]  # check_masking's sweep to the full range
     timestamp: str  # UTC, ISO 8601, when the report was made
     seconds: float  # total wall time
+    # input-side defense: naive and adaptive robust accuracy side by side (see
+    # adversa.evaluation.adaptive_eval); omitted from report.json when None
+    defense: dict[str, Any] | None = None
 
     @classmethod
     def from_results(
@@ -90,7 +93,10 @@ class Report:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
+        out = _jsonable(dataclasses.asdict(self))
+        if out["defense"] is None:
+            del out["defense"]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"

@@ -7,7 +7,9 @@
 - a `torch.export` archive (`*.pt2`, `torch.export.save`);
 - `path/file.py:factory`: the file is imported, `factory()` must return an `nn.Module`, and
   its state_dict is read from `weights` (`.safetensors`, or a `torch.save` file read with
-  `weights_only=True`).
+  `weights_only=True`);
+- a directory written by `adversa train` (`card.json` + `model.pt`): the architecture is
+  rebuilt from the card and the weights are read with `weights_only=True`.
 
 Nothing is ever unpickled with `torch.load(weights_only=False)`. Every failure raises
 `ModelLoadError` with one line naming the file and the reason.
@@ -245,7 +247,8 @@ def load_model(
     num_classes: int | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
 ) -> Model:
-    """Load `spec` (zoo name, TorchScript, `.pt2`, or `file.py:factory`) as a `Model`.
+    """Load `spec` (zoo name, TorchScript, `.pt2`, `file.py:factory`, or a directory written
+    by `adversa train`) as a `Model`.
 
     `weights` (a state_dict file) is required in spirit for `file.py:factory` (without it the
     factory's initialisation is used, with a warning) and, when given with a zoo name or an
@@ -280,17 +283,64 @@ def load_model(
                 f"(plus --weights)"
             )
         if path.is_dir():
-            raise ModelLoadError(
-                f"{path}: is a directory; expected a TorchScript or .pt2 archive, a zoo name, "
-                f"or file.py:factory"
-            )
-        exported = _is_export_archive(path)
-        net = load_exported(path, device) if exported else load_torchscript(path, device)
-        name = path.name
+            trained = load_training_output(path, device=device, bounds=bounds)
+            net, name = trained.module, trained.name
+            num_classes = num_classes if num_classes is not None else trained.num_classes
+        else:
+            exported = _is_export_archive(path)
+            net = load_exported(path, device) if exported else load_torchscript(path, device)
+            name = path.name
     if weights_path is not None:
         apply_weights(net, weights_path)
     net.eval()
     return Model(net, num_classes=num_classes, bounds=bounds, name=name)
+
+
+def load_training_output(
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    bounds: tuple[float, float] | None = None,
+) -> Model:
+    """The model in a directory written by `adversa train` (`card.json` + `model.pt`).
+
+    The architecture named in the card is built for the card's input shape and classes, and
+    the weights are loaded strictly with `weights_only=True`. `bounds` defaults to the card's.
+    """
+    import json
+
+    from adversa.errors import AdversaError
+    from adversa.zoo.arch import build_arch
+
+    path = Path(path).expanduser()
+    card_path, weights_path = path / "card.json", path / "model.pt"
+    if not card_path.is_file():
+        hint = ""
+        if (path / "checkpoint.pt").exists():
+            hint = " (the training run has not finished: continue it with adversa train --resume)"
+        raise ModelLoadError(
+            f"{path}: is a directory without card.json{hint}; expected a training output "
+            f"directory, a TorchScript or .pt2 archive, a zoo name, or file.py:factory"
+        )
+    try:
+        card = json.loads(card_path.read_text())
+        arch, shape = card["arch"], tuple(int(d) for d in card["input_shape"])
+        classes = int(card["num_classes"])
+        card_bounds = tuple(float(b) for b in card.get("bounds", (0.0, 1.0)))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(
+            f"{card_path}: not a readable model card ({_first_line(exc)})"
+        ) from None
+    if not weights_path.is_file():
+        raise ModelLoadError(f"{path}: card.json without model.pt")
+    try:
+        net = build_arch(arch, shape, classes)
+    except AdversaError as exc:
+        raise ModelLoadError(f"{card_path}: cannot rebuild the architecture ({exc})") from None
+    apply_weights(net, weights_path)
+    net.to(device).eval()
+    used = bounds if bounds is not None else card_bounds
+    return Model(net, num_classes=classes, bounds=used, name=path.name)  # type: ignore[arg-type]
 
 
 def _zoo_architecture(name: str, cache_dir: str | Path | None) -> nn.Module:

@@ -17,7 +17,7 @@ from adversa.zoo.cache import (
     zoo_paths,
 )
 from adversa.zoo.entries import ZooEntry, list_models, zoo_entry
-from adversa.zoo.train import PGDAdversary, Step, TrainStats, accuracy, train_classifier
+from adversa.zoo.train import PGDAdversary, Step, accuracy
 
 __all__ = [
     "ARCHS",
@@ -25,7 +25,6 @@ __all__ = [
     "PGDAdversary",
     "SmallCNN",
     "Step",
-    "TrainStats",
     "ZooEntry",
     "accuracy",
     "build_arch",
@@ -35,7 +34,6 @@ __all__ = [
     "load_zoo_entry",
     "load_zoo_model",
     "read_card",
-    "train_classifier",
     "train_zoo_entry",
     "zoo_entry",
     "zoo_paths",

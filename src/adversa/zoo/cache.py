@@ -4,8 +4,10 @@ A model lives in `cache_dir()/zoo/` as two files named after the entry and its r
 fingerprint: `<name>-<fp>.pt` (a state_dict, loaded with `weights_only=True`) and
 `<name>-<fp>.json` (its card: clean accuracy, training seconds, versions, the weights' sha256).
 Both are written atomically, weights first, so a card on disk always describes complete
-weights. A file lock serialises training across processes (e.g. torchrun ranks): the first
-trains, the others wait and then load its result.
+weights. Training is the library's loop (`adversa.defenses.training.train`), checkpointing
+into `cache_dir()/runs/<name>-<fp>/` so that an interrupted first use resumes; the run's files
+are removed once the model is cached. A file lock serialises training across processes (e.g.
+torchrun ranks): the first trains, the others wait and then load its result.
 """
 
 from __future__ import annotations
@@ -26,11 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from adversa.data import load_data
 from adversa.io import atomic_torch_save, atomic_write_text
 from adversa.zoo.arch import build_arch
 from adversa.zoo.entries import ZooEntry, zoo_entry
-from adversa.zoo.train import PGDAdversary, Progress, accuracy, train_classifier
+from adversa.zoo.train import Progress
 
 log = logging.getLogger(__name__)
 
@@ -72,54 +73,51 @@ def _versions() -> dict[str, str]:
 
 
 def train_zoo_entry(
-    entry: ZooEntry, *, progress: Progress | None = None, device: str | torch.device = "cpu"
+    entry: ZooEntry,
+    *,
+    progress: Progress | None = None,
+    device: str | torch.device = "cpu",
+    run_dir: str | Path | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train `entry` from scratch; return the module (eval mode) and its card."""
-    train = load_data(entry.data, split="train").take(entry.train_size)
-    test = load_data(entry.data, split="test")
-    module = build_zoo_module(entry, train.input_shape, train.num_classes).to(device)
-    adversary = None
-    if entry.defense == "pgd-at":
-        adversary = PGDAdversary(
-            eps=entry.eps,
-            steps=entry.pgd_steps,
-            step_size=entry.pgd_step_size,
-            ramp=entry.eps_ramp,
-            seed=entry.seed,
-        )
+    """Train `entry` with the library's training loop; return the module (eval mode) and its
+    zoo card. With `run_dir`, the run checkpoints there every epoch and resumes from it."""
+    from adversa.defenses.training import train
+
     log.info("training zoo model %s (%s, %d epochs)", entry.name, entry.arch, entry.epochs)
-    stats = train_classifier(
-        module,
-        train,
-        epochs=entry.epochs,
-        batch_size=entry.batch_size,
-        lr=entry.lr,
-        seed=entry.seed,
-        adversary=adversary,
+    result = train(
+        entry.train_config(),
+        run_dir,
+        resume=run_dir is not None,
         progress=progress,
+        device=device,
         description=f"training {entry.name}",
+        local=True,  # under torchrun, rank 0 trains alone while the others wait
     )
-    clean = accuracy(module, test)
-    log.info("zoo model %s: clean accuracy %.4f in %.1f s", entry.name, clean, stats.seconds)
+    train_card, last = result.card, result.history[-1]
+    clean = float(train_card["evaluation"]["clean_accuracy"])
+    seconds = train_card["train_seconds"]
+    log.info("zoo model %s: clean accuracy %.4f in %.1f s", entry.name, clean, seconds)
+    adv_accuracy = last.get("adv_accuracy")
     card: dict[str, Any] = {
         "name": entry.name,
         "fingerprint": entry.fingerprint,
         "entry": dataclasses.asdict(entry),
-        "input_shape": list(train.input_shape),
-        "num_classes": train.num_classes,
-        "train_size": len(train),
-        "test_size": len(test),
+        "input_shape": train_card["input_shape"],
+        "num_classes": train_card["num_classes"],
+        "train_size": train_card["n_train"],
+        "test_size": train_card["n_test"],
         "clean_accuracy": clean,
-        "train_seconds": round(stats.seconds, 3),
-        "train_cpu_seconds": round(stats.cpu_seconds, 3),
-        "train_steps": stats.steps,
-        "train_loss": stats.loss,
-        "train_accuracy": stats.accuracy,
+        "train_seconds": train_card["train_seconds"],
+        "train_cpu_seconds": train_card["train_cpu_seconds"],
+        "train_steps": last["steps"],
+        "train_loss": last["loss"],
+        "train_accuracy": adv_accuracy if adv_accuracy is not None else last["clean_accuracy"],
+        "train_config": train_card["config"],
         "torch_threads": torch.get_num_threads(),
         "versions": _versions(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    return module, card
+    return result.module.eval(), card
 
 
 @contextlib.contextmanager
@@ -202,11 +200,12 @@ def load_zoo_entry(
             entry.name,
         )
         return train_zoo_entry(entry, progress=progress, device=device)[0]
+    run_dir = _run_dir(weights_path)
     with _file_lock(weights_path.with_suffix(".lock")):
         module = _load_cached(entry, cache_dir, device)  # another process may have won
         if module is not None:
             return module
-        module, card = train_zoo_entry(entry, progress=progress, device=device)
+        module, card = train_zoo_entry(entry, progress=progress, device=device, run_dir=run_dir)
         state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
         try:
             atomic_torch_save(state, weights_path)
@@ -215,8 +214,25 @@ def load_zoo_entry(
         except OSError as exc:
             log.warning("could not cache zoo model %s (%s)", entry.name, exc)
             return module.eval()
+        _remove_run(run_dir)
     log.info("cached zoo model %s at %s", entry.name, weights_path)
     return module.eval()
+
+
+def _run_dir(weights_path: Path) -> Path:
+    """Where a zoo model's training run checkpoints (`<cache>/runs/<name>-<fp>/`), so that an
+    interrupted first use resumes from its last finished epoch instead of starting over."""
+    return weights_path.parent.parent / "runs" / weights_path.stem
+
+
+def _remove_run(run_dir: Path) -> None:
+    """Drop a finished run's files (the cached weights and card replace them)."""
+    from adversa.defenses.rundir import RunDir
+
+    RunDir(run_dir).clear()
+    for directory in (run_dir, run_dir.parent):
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only when empty
 
 
 def load_zoo_model(

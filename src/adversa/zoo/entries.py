@@ -1,7 +1,9 @@
 """The model zoo's catalogue: what each built-in model is and how it is trained.
 
 An entry is a frozen recipe; `dataclasses.replace(entry, epochs=1, train_size=500)` gives a
-cheaper variant (tests use this), with its own cache key since the recipe differs.
+cheaper variant (tests use this), with its own cache key since the recipe differs. Every entry
+maps onto a `TrainConfig` (`entry.train_config()`) and is trained by the library's training
+loop, `adversa.defenses.training.train`, like any user's run.
 """
 
 from __future__ import annotations
@@ -9,11 +11,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
 from adversa.errors import BadInput, UnknownName
 
-DEFENSES: tuple[str, ...] = ("none", "pgd-at")
-ZOO_FORMAT = 1  # bump when training code changes in a way that should invalidate caches
+if TYPE_CHECKING:
+    from adversa.defenses.train_config import TrainConfig
+
+DEFENSES: tuple[str, ...] = ("none", "pgd-at", "trades")
+ADVERSARIAL: tuple[str, ...] = ("pgd-at", "trades")
+ZOO_FORMAT = 2  # bump when training code changes in a way that should invalidate caches
+# 2: trained by adversa.defenses.training.train (per-epoch seeded order; full-PGD adversary)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -23,17 +31,18 @@ class ZooEntry:
     name: str  # registry name, lower-kebab
     data: str  # built-in dataset: trained on its "train" split, scored on "test"
     arch: str  # a key of `adversa.zoo.arch.ARCHS`
-    defense: str = "none"  # "none" or "pgd-at" (Madry et al. 2018)
-    eps: float = 0.0  # pgd-at: linf training radius
+    defense: str = "none"  # "none", "pgd-at" (Madry et al. 2018) or "trades" (Zhang et al. 2019)
+    eps: float = 0.0  # pgd-at, trades: linf training radius
     epochs: int = 10  # passes over the training split
     seed: int = 0  # seeds initialisation, shuffling and PGD's random starts
     description: str = ""  # one line for `adversa zoo list`
     batch_size: int = 64  # samples per optimizer step
     lr: float = 1e-3  # Adam's peak learning rate (cosine decay to 0)
     train_size: int | None = None  # use only the first n training samples (None: all)
-    pgd_steps: int = 10  # pgd-at: PGD steps per batch
-    pgd_step_size: float | None = None  # pgd-at: None means 2.5 * current eps / steps
-    eps_ramp: float = 0.0  # pgd-at: share of training over which eps grows from 0 to eps
+    pgd_steps: int = 10  # pgd-at, trades: steps of the inner maximisation per batch
+    pgd_step_size: float | None = None  # None means 2.5 * current eps / steps
+    eps_ramp: float = 0.0  # share of training over which eps grows from 0 to eps
+    beta: float = 6.0  # trades: weight of the KL (robustness) term
 
     def __post_init__(self) -> None:
         if self.defense not in DEFENSES:
@@ -42,8 +51,37 @@ class ZooEntry:
             raise BadInput(f"zoo entry {self.name!r} needs epochs >= 1, batch_size >= 1 and lr > 0")
         if self.train_size is not None and self.train_size < 1:
             raise BadInput(f"train_size must be >= 1 or None, got {self.train_size}")
-        if self.defense == "pgd-at" and not 0 < self.eps <= 1:
-            raise BadInput(f"pgd-at needs 0 < eps <= 1, got {self.eps}")
+        if self.defense in ADVERSARIAL and not 0 < self.eps <= 1:
+            raise BadInput(f"{self.defense} needs 0 < eps <= 1, got {self.eps}")
+
+    def train_config(self) -> TrainConfig:
+        """The recipe as a `TrainConfig` (Adam, cosine decay; no final robust evaluation: the
+        zoo's card reports clean accuracy, `adversa evaluate` measures robustness)."""
+        from adversa.defenses import DEFENSES as REGISTRY
+        from adversa.defenses.train_config import TrainConfig
+
+        options: dict[str, object] = {}
+        if self.defense in ADVERSARIAL:
+            options = {
+                "eps": self.eps,
+                "steps": self.pgd_steps,
+                "step_size": self.pgd_step_size,
+                "eps_ramp": self.eps_ramp,
+            }
+        if self.defense == "trades":
+            options["beta"] = self.beta
+        return TrainConfig(
+            data=self.data,
+            arch=self.arch,
+            defense=REGISTRY.get(self.defense, **options),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer="adam",
+            seed=self.seed,
+            train_size=self.train_size,
+            final_eval=(),
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -78,6 +116,20 @@ ENTRIES: dict[str, ZooEntry] = {
             eps_ramp=0.3,
             description="SmallCNN on 4,000 MNIST digits, PGD adversarial training "
             "(Madry et al. 2018) at linf eps 0.3, 7 steps, eps ramped over 30% of training",
+        ),
+        ZooEntry(
+            name="mnist-cnn-trades",
+            data="mnist",
+            arch="small-cnn",
+            defense="trades",
+            eps=0.3,
+            beta=6.0,
+            epochs=40,
+            lr=3e-3,
+            pgd_steps=7,
+            eps_ramp=0.3,
+            description="SmallCNN on 4,000 MNIST digits, TRADES (Zhang et al. 2019) with beta 6 "
+            "at linf eps 0.3, 7 steps, eps ramped over 30% of training",
         ),
         ZooEntry(
             name="breast-cancer-mlp",

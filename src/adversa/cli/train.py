@@ -1,0 +1,171 @@
+"""`adversa train`: the command line of `adversa.defenses.training.train`.
+
+    adversa train --data D --arch A --defense NAME [--eps E --norm N --beta B ...]
+                  [--epochs K --batch-size B --lr LR --optimizer adam|sgd --seed S]
+                  --out DIR [--resume | --overwrite]
+
+Defense options (--eps, --norm, --steps, --step-size, --eps-ramp, --beta, --temperature,
+--lam, --replays, --alpha) go to the defense's config, which rejects the ones it does not
+have. Under `torchrun --nproc_per_node=K -m adversa train ...` the ranks train data-parallel
+(gloo on CPU, nccl on CUDA) and rank 0 alone writes and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from adversa import distributed
+
+# flag -> defense config field, for the options a defense may have
+DEFENSE_OPTIONS: dict[str, tuple[str, type]] = {
+    "--eps": ("eps", str),
+    "--norm": ("norm", str),
+    "--steps": ("steps", int),
+    "--step-size": ("step_size", float),
+    "--eps-ramp": ("eps_ramp", float),
+    "--beta": ("beta", float),
+    "--temperature": ("temperature", float),
+    "--lam": ("lam", float),
+    "--replays": ("replays", int),
+    "--alpha": ("alpha", float),
+}
+
+
+def add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    from adversa.zoo.arch import ARCHS
+
+    tr = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a model with a defense; writes checkpoints, metrics.jsonl, model.pt, card.json",
+        description="Train a classifier on a dataset with a training-time defense. Checkpoints "
+        "every epoch into DIR (resume with --resume), logs DIR/metrics.jsonl, and writes the "
+        "final DIR/model.pt and DIR/card.json, which `adversa evaluate --model DIR` loads.",
+    )
+    tr.add_argument("--data", required=True, help="built-in name, .npz, .csv or image folder")
+    tr.add_argument(
+        "--test-data", help="test set (default: the built-in's test split, or 20%% of a file)"
+    )
+    tr.add_argument("--label-column", help="the label column of a .csv dataset")
+    tr.add_argument("--arch", required=True, help=f"architecture: {', '.join(ARCHS)}")
+    tr.add_argument("--defense", default="none", help="see `adversa list defenses` (default none)")
+    options = tr.add_argument_group("defense options (each defense takes its own)")
+    for flag, (field, kind) in DEFENSE_OPTIONS.items():
+        options.add_argument(flag, dest=f"opt_{field}", type=kind, metavar=field.upper())
+    tr.add_argument("--epochs", type=int, default=10)
+    tr.add_argument("--batch-size", type=int, default=64, help="global batch (split over ranks)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
+    tr.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    tr.add_argument("--momentum", type=float, default=0.9, help="sgd momentum")
+    tr.add_argument("--weight-decay", type=float, default=0.0)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--train-size", type=int, help="train on the first N samples only")
+    tr.add_argument(
+        "--final-eval",
+        default="apgd-ce,apgd-t",
+        help="attacks of the final robust evaluation at the defense's eps, or 'none'",
+    )
+    tr.add_argument("--eval-size", type=int, default=1000, help="test points for it")
+    tr.add_argument("--eval-eps", help="its eps (default: the defense's)")
+    tr.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    tr.add_argument("--out", required=True, help="output directory")
+    mode = tr.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in DIR")
+    mode.add_argument("--overwrite", action="store_true", help="replace the run in DIR")
+    tr.set_defaults(handler=cmd_train)
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The `TrainConfig` the flags describe (unknown defense or option: BadInput)."""
+    from adversa.cli.main import parse_attacks, parse_eps
+    from adversa.defenses import DEFENSES
+    from adversa.defenses.train_config import TrainConfig
+
+    name = DEFENSES.canonical(args.defense)
+    options: dict[str, Any] = {}
+    for field, _ in DEFENSE_OPTIONS.values():
+        value = getattr(args, f"opt_{field}")
+        if value is not None:
+            options[field] = _single_eps(parse_eps(value)) if field == "eps" else value
+    defense = DEFENSES.get(name, **options)
+    final = () if args.final_eval.strip().lower() == "none" else parse_attacks(args.final_eval)
+    return TrainConfig(
+        data=args.data,
+        arch=args.arch,
+        defense=defense,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        train_size=args.train_size,
+        test_data=args.test_data,
+        label_column=args.label_column,
+        final_eval=tuple(final),
+        eval_size=args.eval_size,
+        eval_eps=_single_eps(parse_eps(args.eval_eps)) if args.eval_eps else None,
+    )
+
+
+def _single_eps(values: list[float]) -> float:
+    from adversa.errors import BadInput
+
+    if len(values) != 1:
+        raise BadInput(f"training takes one eps, got {len(values)}: {values}")
+    return values[0]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from adversa.cli.main import _check_device, _RichProgress
+    from adversa.defenses.training import train
+
+    config = config_from_args(args)
+    _check_device(args.device)
+    device = args.device
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    joined = distributed.init_from_env(device)
+    main = distributed.is_main()
+    try:
+        with _RichProgress(enabled=main) as progress:
+            result = train(
+                config,
+                args.out,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                progress=progress,
+                device=device,
+                description=f"training {config.defense_name}",
+            )
+    finally:
+        if joined:
+            distributed.shutdown()
+    if main:
+        print(summary(result.card, Path(args.out)))
+    return 0
+
+
+def summary(card: dict[str, Any], out: Path) -> str:
+    """A few lines for the terminal: what was trained, how well, where it is."""
+    last = card.get("final_epoch") or {}
+    evaluation = card["evaluation"]
+    lines = [
+        f"{card['arch']} on {card['data']} with {card['defense']['name']}: "
+        f"{card['hyperparameters']['epochs']} epochs, seed {card['seed']}, "
+        f"{card['train_seconds']:.1f} s",
+        f"train loss {last.get('loss', float('nan')):.4f}, "
+        f"clean accuracy on the test split {100 * evaluation['clean_accuracy']:.1f}%",
+    ]
+    robust = evaluation.get("robust")
+    if robust:
+        lines.append(
+            f"robust accuracy {100 * robust['robust_accuracy']:.1f}% at {robust['norm']} "
+            f"eps={robust['eps']:g} on {robust['n']} points ({', '.join(robust['attacks_run'])})"
+        )
+    lines.append(f"model: {out / 'model.pt'} (card {out / 'card.json'}, metrics.jsonl)")
+    return "\n".join(lines)

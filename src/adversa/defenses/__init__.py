@@ -1,0 +1,23 @@
+"""Training-time defenses. Importing this package registers every defense in `DEFENSES`.
+
+A defense is a frozen config whose `train_batch(module, optimizer, x, y, ctx)` performs one
+batch's optimizer step(s) and returns `BatchMetrics`; the trainer owns everything else.
+"""
+
+from adversa.certify import training as _certified  # noqa: F401  (ibp, crown-ibp, gaussian)
+from adversa.defenses import (  # noqa: F401  (registration)
+    adversarial,
+    distillation,
+    fast,
+    free,
+    objectives,
+    regularization,
+)
+from adversa.defenses.base import DEFENSES, BatchMetrics, Defense, StepContext
+
+
+def list_defenses(pattern: str = "*") -> list[str]:
+    return DEFENSES.list(pattern)
+
+
+__all__ = ["DEFENSES", "BatchMetrics", "Defense", "StepContext", "list_defenses"]

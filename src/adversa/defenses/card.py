@@ -1,0 +1,167 @@
+"""What a training run hands back: the trained module, its model card and its history.
+
+The card (`card.json` next to `model.pt`) records what the model is (data, architecture,
+input shape, classes), how it was made (defense and options, hyper-parameters, seed, world
+size, versions, seconds) and how good it is: the final epoch's training metrics, clean test
+accuracy and the robust accuracy from `adversa.evaluate` at the defense's threat model, the
+per-sample worst case over the `final_eval` attacks (APGD-CE then APGD-T by default, the
+first two stages of AutoAttack, Croce & Hein 2020, arXiv:2003.01690).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from adversa.data import Dataset
+from adversa.defenses.rundir import RunDir
+from adversa.defenses.train_config import TrainConfig
+from adversa.defenses.train_parts import test_accuracy
+from adversa.errors import BadInput
+from adversa.model import Model
+from adversa.threat import ThreatModel
+
+log = logging.getLogger(__name__)
+
+CARD_FORMAT = "adversa-train-card/1"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainResult:
+    """The trained module (eval mode), its card, the per-epoch metrics, and where the run was
+    written (None for an in-memory run)."""
+
+    module: nn.Module
+    card: dict[str, Any]
+    history: list[dict[str, Any]]
+    out_dir: Path | None = None
+
+    @property
+    def model(self) -> Model:
+        """The module as an `adversa.Model` (for attacks and `adversa.evaluate`)."""
+        return Model(
+            self.module,
+            num_classes=int(self.card["num_classes"]),
+            bounds=tuple(self.card["bounds"]),  # type: ignore[arg-type]
+            name=self.card.get("name") or self.card["arch"],
+        )
+
+    @classmethod
+    def load(
+        cls, run: RunDir, history: list[dict[str, Any]], device: str | torch.device = "cpu"
+    ) -> TrainResult:
+        """A finished run read back from its directory."""
+        from adversa.model.load import load_training_output
+
+        model = load_training_output(run.path, device=device)
+        card = run.finished_card()
+        if card is None:
+            raise BadInput(f"{run.path}: the run has no card.json and model.pt yet")
+        return cls(model.module, card, list(history), run.path)
+
+
+def final_evaluation(
+    config: TrainConfig,
+    module: nn.Module,
+    test: Dataset,
+    device: torch.device,
+    progress: Callable[[str, int, int], None] | None = None,
+    clean_accuracy: float | None = None,
+) -> dict[str, Any]:
+    """Clean accuracy on the whole test split (`clean_accuracy` when already measured on the
+    final weights), and robust accuracy on its first `eval_size` points under
+    `config.eval_threat()` with the `final_eval` attacks (None when there is no threat model:
+    a defense without eps and no `eval_eps`, or `final_eval=()`)."""
+    from adversa.evaluation import evaluate
+    from adversa.evaluation.report import result_entry
+
+    if clean_accuracy is None:
+        clean_accuracy = test_accuracy(module, test, device)
+    out: dict[str, Any] = {"clean_accuracy": clean_accuracy, "n": len(test)}
+    threat_spec = config.eval_threat()
+    out["robust"] = None
+    if threat_spec is None:
+        return out
+    norm, eps = threat_spec
+    threat = ThreatModel(norm=norm, eps=eps, bounds=test.bounds)  # type: ignore[arg-type]
+    subset = test.take(config.eval_size)
+    model = Model(module, num_classes=test.num_classes, bounds=test.bounds, name=config.arch)
+    result = evaluate(
+        model,
+        subset.x.to(device),
+        subset.y.to(device),
+        threat,
+        list(config.final_eval),
+        seed=config.seed,
+        progress=progress,
+    )
+    robust = result_entry(result)
+    robust.update({"norm": norm, "n": result.n, "attacks_run": list(config.final_eval)})
+    out["robust"] = robust
+    return out
+
+
+def build_card(
+    config: TrainConfig,
+    train: Dataset,
+    test: Dataset,
+    *,
+    history: list[dict[str, Any]],
+    evaluation: dict[str, Any],
+    seconds: float,
+    cpu_seconds: float,
+    world: int,
+    device: torch.device,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """The model card of a finished run, as plain JSON values (what card.json holds)."""
+    from adversa.evaluation.report import versions
+
+    defense = config.defense
+    card = {
+        "format": CARD_FORMAT,
+        "name": name or f"{config.arch}-{config.defense_name}",
+        "data": config.data,
+        "test_data": config.test_data or config.data,
+        "arch": config.arch,
+        "input_shape": list(train.input_shape),
+        "num_classes": train.num_classes,
+        "bounds": list(train.bounds),
+        "n_train": len(train),
+        "n_test": len(test),
+        "defense": {
+            "name": config.defense_name,
+            "options": config.to_dict()["defense_options"],
+            "steps_per_batch": getattr(defense, "steps_per_batch", 1),
+        },
+        "hyperparameters": {
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "lr": config.lr,
+            "schedule": "cosine",
+            "optimizer": config.optimizer,
+            "momentum": config.momentum if config.optimizer == "sgd" else None,
+            "weight_decay": config.weight_decay,
+            "train_size": config.train_size,
+        },
+        "seed": config.seed,
+        "config": config.to_dict(),
+        "final_epoch": history[-1] if history else None,
+        "evaluation": evaluation,
+        "train_seconds": round(seconds, 3),
+        "train_cpu_seconds": round(cpu_seconds, 3),
+        "world_size": world,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    return json.loads(json.dumps(card))

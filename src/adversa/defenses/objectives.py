@@ -1,0 +1,174 @@
+"""Standard training ("none") and the pieces every training-time defense shares: the eps ramp,
+the inner maximisation of adversarial training, and the batch metrics.
+
+The inner maximisation (`ascend`) is the paper's PGD, not the evaluation attack behind
+`get_attack("pgd")`: the evaluation harness skips points the model already misclassifies and
+stops each point at the first iterate that fools the model, which is right for measuring
+robust accuracy but, for training, would hand TRADES and MART an `x'` equal to `x` on exactly
+the misclassified points they are designed to weight, and PGD-AT only just-crossed points
+(the early-stopped variant of Zhang et al. 2020, arXiv:2002.11242). `ascend` runs every step
+on every point. It shares the rest with the attacks: `ThreatModel.random_start` and
+`ThreatModel.project` (the library's only projection), `steepest_step` for the step, and the
+model's `frozen()` scope (eval mode, parameters without gradients, both restored on exit), so
+BatchNorm uses its running statistics while the adversary runs, as in the TRADES and MART
+reference code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adversa.attacks.gradient import steepest_step
+from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
+from adversa.errors import BadInput
+from adversa.model import Model
+from adversa.threat import ThreatModel
+
+Objective = Callable[[Tensor], Tensor]  # logits (B, K) -> per-sample loss (B,) to maximise
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise `BadInput(message)` unless `condition`; for config validation."""
+    if not condition:
+        raise BadInput(message)
+
+
+def check_finite(name: str, value: float, *, positive: bool = False) -> None:
+    """`value` must be a finite number, >= 0 (or > 0 with `positive`)."""
+    bound = "> 0" if positive else ">= 0"
+    require(
+        isinstance(value, int | float) and not isinstance(value, bool),
+        f"{name} must be a number {bound}, got {value!r}",
+    )
+    require(math.isfinite(value), f"{name} must be finite and {bound}, got {value}")
+    require(value > 0 if positive else value >= 0, f"{name} must be {bound}, got {value}")
+
+
+def check_share(name: str, value: float) -> None:
+    ok = isinstance(value, int | float) and 0 <= value <= 1
+    require(ok, f"{name} must be in [0, 1], got {value}")
+
+
+def ramped(eps: float, ramp: float, ctx: StepContext) -> float:
+    """`eps` grown linearly from eps / (ramp * total) at the first step to `eps` once a
+    `ramp` share of the run is done (`ramp = 0`: `eps` throughout)."""
+    if ramp == 0:
+        return eps
+    return eps * min(1.0, (ctx.step + 1) / (ramp * max(1, ctx.total)))
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel (or DataParallel) wrapper.
+
+    Adversaries run on the inner module: a DDP forward whose output gets no parameter gradient
+    would leave DDP waiting for a reduction that never comes.
+    """
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    return module.module if isinstance(module, wrappers) else module
+
+
+def ascend(
+    module: nn.Module,
+    threat: ThreatModel,
+    x: Tensor,
+    objective: Objective,
+    *,
+    start: Tensor,
+    steps: int,
+    step_size: float,
+) -> Tensor:
+    """Maximise `objective(module(x'))` over x' in the threat model's ball around `x`, from
+    `start`, with `steps` steepest-ascent steps of `step_size`, projecting after each step.
+
+    Every point takes every step (no early stop). The module runs in eval mode with frozen
+    parameters. Cost: `steps` forward and backward passes per sample. Returns x' detached.
+    """
+    model = Model(unwrap(module), bounds=threat.bounds)
+    x = x.detach()
+    x_adv = threat.project(start.detach(), x)
+    if threat.eps == 0:
+        return x_adv
+    with model.frozen():
+        for _ in range(steps):
+            x_adv.requires_grad_(True)
+            loss = objective(model(x_adv))
+            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+            step = steepest_step(
+                grad,
+                threat.norm,
+                step_size,
+                x_adv=x_adv.detach(),
+                bounds=threat.bounds,
+                l1_sparsity=0.99,
+            )
+            x_adv = threat.project(x_adv.detach() + step, x)
+    return x_adv
+
+
+def step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+    """One optimizer step on `loss`: zero_grad, backward, step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def correct(logits: Tensor, y: Tensor) -> int:
+    return int((logits.detach().argmax(1) == y).sum())
+
+
+def ce_value(logits: Tensor, y: Tensor) -> float:
+    return float(F.cross_entropy(logits.detach(), y))
+
+
+@torch.no_grad()
+def clean_metrics(module: nn.Module, x: Tensor, y: Tensor) -> tuple[float, int]:
+    """Cross-entropy and correct count on the clean batch, in eval mode (one forward pass),
+    for defenses that do not train on the clean batch."""
+    model = Model(unwrap(module))
+    with model.eval_mode():
+        logits = model(x)
+    return ce_value(logits, y), correct(logits, y)
+
+
+@DEFENSES.register("none", aliases=("standard",))
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Standard:
+    """Standard training: cross-entropy on the clean batch, softmax at `temperature`.
+
+    `temperature > 1` trains the teacher of defensive distillation (Papernot et al. 2016,
+    arXiv:1511.04508), whose logits are divided by T inside the softmax during training only.
+    `clean_loss` is always the cross-entropy at temperature 1, what the deployed model sees.
+
+    Cost per batch: one forward and one backward pass.
+    """
+
+    name: ClassVar[str] = "none"
+
+    temperature: float = 1.0  # softmax temperature during training (distillation's teacher)
+
+    def __post_init__(self) -> None:
+        check_finite("temperature", self.temperature, positive=True)
+
+    def train_batch(
+        self,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: Tensor,
+        y: Tensor,
+        ctx: StepContext,
+    ) -> BatchMetrics:
+        logits = module(x)
+        loss = F.cross_entropy(logits / self.temperature, y)
+        step(optimizer, loss)
+        return BatchMetrics(
+            loss=float(loss.detach()),
+            clean_loss=ce_value(logits, y),
+            clean_correct=correct(logits, y),
+        )

@@ -1,0 +1,200 @@
+"""`TrainConfig`: everything that decides what a training run computes, as one frozen value.
+
+Two runs with equal configs (`config.to_dict()`) and the same world of floating-point
+arithmetic produce the same weights: data order, initialisation and every random draw of the
+defense are derived from `seed`. The dictionary form is what checkpoints and model cards
+record, what `--resume` compares, and what `TrainConfig.from_dict` reads back.
+
+Example::
+
+    config = TrainConfig(
+        data="mnist", arch="small-cnn", defense=DEFENSES.get("pgd-at", eps=0.3, steps=7),
+        epochs=10, lr=3e-3,
+    )
+    result = train(config, "runs/pgd-at")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from adversa.data import Dataset, list_datasets, load_data, stratified_split
+from adversa.defenses.base import DEFENSES, Defense
+from adversa.errors import BadInput, UnknownName
+from adversa.threat import NORMS
+from adversa.zoo.arch import ARCHS
+
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+DEFAULT_FINAL_EVAL: tuple[str, ...] = ("apgd-ce", "apgd-t")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """A training run: data, architecture, defense and optimisation, all validated on creation.
+
+    `defense` is a defense config (`DEFENSES.get(name, **options)`) or a registry name for its
+    defaults. The learning rate decays from `lr` to 0 on a cosine over all batches.
+    """
+
+    data: str  # built-in name (trained on its "train" split) or a .npz / .csv / image folder
+    arch: str  # a key of `adversa.zoo.arch.ARCHS`
+    defense: Defense | str = "none"  # config from `DEFENSES.get(...)`, or a name for defaults
+    epochs: int = 10  # passes over the training data
+    batch_size: int = 64  # global samples per batch (split over ranks under torchrun)
+    lr: float = 1e-3  # peak learning rate (cosine decay to 0 over the run)
+    optimizer: str = "adam"  # "adam" or "sgd"
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0  # L2 penalty of the optimizer
+    seed: int = 0  # initialisation, data order and every draw of the defense
+    train_size: int | None = None  # train on the first n samples only (None: all)
+    test_data: str | None = None  # None: the "test" split of a built-in, 20 % held out of a file
+    label_column: str | None = None  # label column of a .csv dataset
+    final_eval: tuple[str, ...] = DEFAULT_FINAL_EVAL  # attacks of the final robust evaluation
+    eval_size: int | None = 1000  # test points for the final robust evaluation (None: all)
+    eval_eps: float | None = None  # radius of the final evaluation; None: the defense's eps
+    eval_norm: str | None = None  # norm of the final evaluation; None: the defense's norm
+
+    def __post_init__(self) -> None:
+        if isinstance(self.defense, str):
+            object.__setattr__(self, "defense", DEFENSES.get(self.defense))
+        elif not hasattr(self.defense, "train_batch") or not hasattr(self.defense, "name"):
+            raise BadInput(
+                f"defense must be a defense config (DEFENSES.get(name, ...)) or a name, got "
+                f"{type(self.defense).__name__}"
+            )
+        if not isinstance(self.data, str) or not self.data.strip():
+            raise BadInput(f"data must name a dataset, got {self.data!r}")
+        if self.arch not in ARCHS:
+            raise UnknownName("architecture", self.arch, ARCHS)
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise BadInput(f"lr must be a finite number > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise BadInput(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if not 0 <= self.momentum < 1:
+            raise BadInput(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise BadInput(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise BadInput(f"seed must be an integer, got {self.seed!r}")
+        if self.train_size is not None:
+            _positive_int("train_size", self.train_size)
+        if self.eval_size is not None:
+            _positive_int("eval_size", self.eval_size)
+        object.__setattr__(self, "final_eval", tuple(self.final_eval))
+        if self.final_eval:
+            from adversa.attacks import ATTACKS
+
+            object.__setattr__(
+                self, "final_eval", tuple(ATTACKS.canonical(a) for a in self.final_eval)
+            )
+        if self.eval_eps is not None and not (math.isfinite(self.eval_eps) and self.eval_eps >= 0):
+            raise BadInput(f"eval_eps must be a finite number >= 0, got {self.eval_eps}")
+        if self.eval_norm is not None and self.eval_norm not in NORMS:
+            raise BadInput(f"eval_norm must be one of {', '.join(NORMS)}, got {self.eval_norm!r}")
+
+    @property
+    def defense_name(self) -> str:
+        return self.defense.name  # type: ignore[union-attr]
+
+    def eval_threat(self) -> tuple[str, float] | None:
+        """(norm, eps) of the final robust evaluation, or None when there is none to run."""
+        eps = self.eval_eps if self.eval_eps is not None else getattr(self.defense, "eps", None)
+        if not self.final_eval or eps is None or eps <= 0:
+            return None
+        return self.eval_norm or getattr(self.defense, "norm", "linf"), float(eps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; `from_dict(to_dict())` gives an equal config."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["defense"] = self.defense_name
+        out["defense_options"] = defense_options(self.defense)  # type: ignore[arg-type]
+        out["final_eval"] = list(self.final_eval)
+        return _jsonable(out)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """The config `to_dict` described; unknown keys raise `BadInput`."""
+        values = dict(data)
+        options = {k: _tuples(v) for k, v in dict(values.pop("defense_options", {})).items()}
+        values["defense"] = DEFENSES.get(values.get("defense", "none"), **options)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise BadInput(f"training config has unknown keys: {', '.join(unknown)}")
+        if "final_eval" in values:
+            values["final_eval"] = tuple(values["final_eval"])
+        return cls(**values)
+
+
+def defense_options(defense: Defense) -> dict[str, Any]:
+    """The options of a defense config: its init fields that take part in equality (a
+    distillation teacher or free-AT's carried perturbation are state, not options)."""
+    if not dataclasses.is_dataclass(defense):
+        return {}
+    return {
+        f.name: getattr(defense, f.name)
+        for f in dataclasses.fields(defense)
+        if f.init and f.compare
+    }
+
+
+def load_splits(config: TrainConfig) -> tuple[Dataset, Dataset]:
+    """(train, test) datasets of `config`.
+
+    A built-in dataset gives its "train" and "test" splits; a file is split into a stratified
+    80 % / 20 % (seeded with `adversa.data.SPLIT_SEED`) unless `test_data` names the test set.
+    `train_size` keeps the first n training samples.
+    """
+    if config.data.strip().lower() in list_datasets():
+        train = load_data(config.data, split="train")
+        test_spec = config.test_data or config.data
+        test = load_data(test_spec, split="test", label_column=config.label_column)
+    else:
+        full = load_data(config.data, label_column=config.label_column)
+        if config.test_data is not None:
+            train = full
+            test = load_data(config.test_data, split="test", label_column=config.label_column)
+        else:
+            train_idx, test_idx = stratified_split(full.y.numpy())
+            if len(test_idx) == 0 or len(train_idx) == 0:
+                raise BadInput(
+                    f"data {config.data!r} has {len(full)} samples: too few to hold out a test "
+                    f"split (pass test_data)"
+                )
+            train, test = full.subset(_index(train_idx)), full.subset(_index(test_idx))
+    if test.input_shape != train.input_shape:
+        raise BadInput(
+            f"test data has inputs of shape {test.input_shape}, training data {train.input_shape}"
+        )
+    return train.take(config.train_size), test
+
+
+def _index(idx: Any) -> Any:
+    import torch
+
+    return torch.as_tensor(idx, dtype=torch.long)
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadInput(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples configs hold (e.g. `bounds`)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value

@@ -1,0 +1,280 @@
+"""`adversa compare`: one page that puts several evaluated models side by side.
+
+Each input is an `adversa evaluate` output (a directory with `report.json`, or the file) or an
+`adversa train` output (a directory with `card.json`, whose `evaluation` holds the clean test
+accuracy and the robust accuracy at the defense's threat model). `compare` writes
+`compare.json` (one row per model: model, data, defense, norm, eps, clean and robust accuracy,
+n, attacks) and `compare.html`: a clean-versus-robust accuracy scatter (inline SVG, one
+labelled point per model, the diagonal robust = clean for reference) and the table. Rows
+evaluated under different threat models are flagged in `warnings`: their robust accuracies
+do not compare.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from adversa.errors import BadInput
+from adversa.evaluation.html import _CSS, _fmt, _pct
+from adversa.evaluation.report import REPORT_JSON, _jsonable, versions
+from adversa.io import atomic_write_text
+
+COMPARE_JSON = "compare.json"
+COMPARE_HTML = "compare.html"
+CARD_JSON = "card.json"
+_PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
+
+
+def read_row(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The comparison row of one evaluation or training output (directory or JSON file)."""
+    source = Path(path)
+    if source.is_dir():
+        for name in (REPORT_JSON, CARD_JSON):
+            if (source / name).is_file():
+                source = source / name
+                break
+        else:
+            raise BadInput(
+                f"{path}: no {REPORT_JSON} (adversa evaluate) or {CARD_JSON} (adversa train) "
+                "in this directory"
+            )
+    elif not source.is_file():
+        raise BadInput(f"{path}: no such file or directory")
+    try:
+        data = json.loads(source.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(f"{source}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{source}: expected a JSON object")
+    label = source.parent.name if source.name in (REPORT_JSON, CARD_JSON) else source.stem
+    row = _from_card(data) if "evaluation" in data else _from_report(data, source)
+    return {"label": label, "source": str(source), **row}
+
+
+def _from_report(data: dict[str, Any], source: Path) -> dict[str, Any]:
+    for key in ("clean_accuracy", "robust_accuracy"):
+        if key not in data:
+            raise BadInput(f"{source}: not an adversa report (no {key!r})")
+    config = data.get("config") or {}
+    eps = config.get("eps")
+    eps = eps[0] if isinstance(eps, list) and eps else eps
+    model = str(config.get("model", "model"))
+    return {
+        "model": model,
+        "data": config.get("data"),
+        "defense": config.get("defense") or _zoo_defense(model),
+        "norm": config.get("norm"),
+        "eps": eps,
+        "clean_accuracy": float(data["clean_accuracy"]),
+        "robust_accuracy": float(data["robust_accuracy"]),
+        "n": data.get("n"),
+        "attacks": [a.get("name", "?") for a in data.get("attacks", [])],
+    }
+
+
+def _from_card(data: dict[str, Any]) -> dict[str, Any]:
+    evaluation = data.get("evaluation") or {}
+    robust = evaluation.get("robust") or {}
+    defense = data.get("defense")
+    options = defense.get("options", {}) if isinstance(defense, dict) else {}
+    name = defense.get("name") if isinstance(defense, dict) else defense
+    return {
+        "model": str(data.get("name") or data.get("arch") or "model"),
+        "data": data.get("data"),
+        "defense": name,
+        "norm": robust.get("norm", options.get("norm")),
+        "eps": robust.get("eps", options.get("eps")),
+        "clean_accuracy": _float(evaluation.get("clean_accuracy")),
+        "robust_accuracy": _float(robust.get("robust_accuracy")),
+        "n": robust.get("n", evaluation.get("n")),
+        "attacks": [a.get("name", "?") for a in robust.get("attacks", [])],
+    }
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _zoo_defense(model: str) -> str | None:
+    """The defense of a built-in zoo model named `model`, else None (unknown)."""
+    from adversa.zoo import list_models, zoo_entry
+
+    return zoo_entry(model).defense if model in list_models() else None
+
+
+def compare(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """The comparison of `paths` (what `compare.json` holds)."""
+    if not paths:
+        raise BadInput("compare needs at least one report or training directory")
+    rows = [read_row(p) for p in paths]
+    labels = [r["label"] for r in rows]
+    for row in rows:
+        if labels.count(row["label"]) > 1:  # e.g. a/out and b/out: name the parent too
+            source = Path(row["source"])
+            parts = source.parent.parts if source.name in (REPORT_JSON, CARD_JSON) else source.parts
+            row["label"] = "/".join(parts[-2:])
+    warnings = []
+    threats = {(r["norm"], r["eps"]) for r in rows if r["robust_accuracy"] is not None}
+    if len(threats) > 1:
+        listed = ", ".join(f"{n} eps={_fmt(e)}" for n, e in sorted(threats, key=str))
+        warnings.append(
+            f"the models were evaluated under different threat models ({listed}): "
+            "their robust accuracies are not comparable"
+        )
+    data_sets = sorted({str(r["data"]) for r in rows if r["data"] is not None})
+    if len(data_sets) > 1:
+        warnings.append(f"the models were evaluated on different data ({', '.join(data_sets)})")
+    missing = [r["label"] for r in rows if r["robust_accuracy"] is None]
+    if missing:
+        warnings.append(f"no robust accuracy for {', '.join(missing)} (not plotted)")
+    return _jsonable(
+        {
+            "rows": rows,
+            "warnings": warnings,
+            "versions": versions(),
+            "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
+    )
+
+
+def write_compare(result: dict[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write `compare(...)`'s result as `compare.json` and `compare.html` into `out_dir`
+    (created if missing), each atomically."""
+    out = Path(out_dir)
+    json_path, html_path = out / COMPARE_JSON, out / COMPARE_HTML
+    atomic_write_text(json_path, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(html_path, render_compare_html(result))
+    return json_path, html_path
+
+
+def render_compare_html(result: dict[str, Any]) -> str:
+    """The self-contained page: warnings, scatter, table."""
+    rows = result["rows"]
+    warnings = "".join(f"<li>{escape(w)}</li>" for w in result["warnings"])
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            "<title>adversa comparison</title>",
+            f"<style>{_CSS}</style></head><body><main>",
+            f"<h1>Comparison of {len(rows)} model(s)</h1>",
+            f'<div class="muted">{escape(result["timestamp"])} UTC</div>',
+            f'<div class="warn"><ul>{warnings}</ul></div>' if warnings else "",
+            "<h2>Clean versus robust accuracy</h2>",
+            scatter_svg(rows),
+            '<div class="muted">Up and to the right is better; no model can lie above the '
+            "diagonal (robust accuracy never exceeds clean accuracy).</div>",
+            "<h2>Models</h2>",
+            _table(rows),
+            "</main></body></html>\n",
+        ]
+    )
+
+
+def scatter_svg(rows: Sequence[dict[str, Any]], width: int = 560, height: int = 420) -> str:
+    """Robust against clean accuracy, both on [0, 1], one labelled point per row (rows
+    without a robust accuracy are left out), coloured by defense."""
+    left, right, top, bottom = 56, 24, 16, 44
+    inner_w, inner_h = width - left - right, height - top - bottom
+
+    def sx(a: float) -> float:
+        return left + inner_w * a
+
+    def sy(a: float) -> float:
+        return top + inner_h * (1 - a)
+
+    parts = [f'<rect width="{width}" height="{height}" fill="#fff"/>']
+    for tick in (0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(
+            f'<line x1="{left}" y1="{sy(tick):.1f}" x2="{sx(1):.1f}" y2="{sy(tick):.1f}" '
+            f'stroke="#e3e6ea"/><text x="{left - 8}" y="{sy(tick) + 4:.1f}" '
+            f'text-anchor="end">{tick:.0%}</text>'
+            f'<text x="{sx(tick):.1f}" y="{height - bottom + 18}" '
+            f'text-anchor="middle">{tick:.0%}</text>'
+        )
+    parts.append(
+        f'<line x1="{sx(0):.1f}" y1="{sy(0):.1f}" x2="{sx(1):.1f}" y2="{sy(1):.1f}" '
+        'stroke="#98a2b3" stroke-dasharray="4 4"/>'
+    )
+    colours = _colours(rows)
+    for row in rows:
+        if row["clean_accuracy"] is None or row["robust_accuracy"] is None:
+            continue
+        x, y = sx(row["clean_accuracy"]), sy(row["robust_accuracy"])
+        tip = (
+            f"{row['label']}: clean {_pct(row['clean_accuracy'])}, "
+            f"robust {_pct(row['robust_accuracy'])}"
+        )
+        anchor, dx = ("end", -8) if x > left + 0.75 * inner_w else ("start", 8)
+        parts.append(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colours[row["defense"]]}">'
+            f"<title>{escape(tip)}</title></circle>"
+            f'<text x="{x + dx:.1f}" y="{y - 6:.1f}" text-anchor="{anchor}">'
+            f"{escape(row['label'])}</text>"
+        )
+    parts.append(
+        f'<text x="{left + inner_w / 2:.0f}" y="{height - 6}" text-anchor="middle">'
+        "clean accuracy</text>"
+        f'<text x="14" y="{top + inner_h / 2:.0f}" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top + inner_h / 2:.0f})">robust accuracy</text>'
+    )
+    legend_y = top + 8
+    for defense, colour in colours.items():
+        parts.append(
+            f'<circle cx="{left + 14}" cy="{legend_y}" r="4" fill="{colour}"/>'
+            f'<text x="{left + 24}" y="{legend_y + 4}">{escape(str(defense or "unknown"))}</text>'
+        )
+        legend_y += 16
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="robust accuracy versus clean accuracy">{"".join(parts)}</svg>'
+    )
+
+
+def _colours(rows: Sequence[dict[str, Any]]) -> dict[Any, str]:
+    defenses = list(dict.fromkeys(r["defense"] for r in rows))
+    return {d: _PALETTE[i % len(_PALETTE)] for i, d in enumerate(defenses)}
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> str:
+    head = (
+        "<tr><th>model</th><th>data</th><th>defense</th><th>threat model</th><th>clean</th>"
+        "<th>robust</th><th>n</th><th>attacks</th></tr>"
+    )
+
+    def cell(value: Any) -> str:
+        return "—" if value is None else escape(_fmt(value))
+
+    body = "".join(
+        f"<tr><td><code>{escape(r['label'])}</code><br>"
+        f'<span class="muted">{escape(r["model"])}</span></td>'
+        f"<td>{cell(r['data'])}</td><td>{cell(r['defense'])}</td>"
+        f"<td>{cell(r['norm'])}, eps = {cell(r['eps'])}</td>"
+        f"<td>{'—' if r['clean_accuracy'] is None else _pct(r['clean_accuracy'])}</td>"
+        f"<td>{'—' if r['robust_accuracy'] is None else _pct(r['robust_accuracy'])}</td>"
+        f"<td>{cell(r['n'])}</td><td>{escape(', '.join(r['attacks']))}</td></tr>"
+        for r in rows
+    )
+    return f"<table>{head}{body}</table>"
+
+
+def summary(result: dict[str, Any]) -> str:
+    """Terminal lines: one per model, then the warnings."""
+    lines = [f"{'model':<28} {'defense':<14} {'threat':<16} {'clean':>7} {'robust':>7}"]
+    for r in result["rows"]:
+        threat = f"{r['norm']} {_fmt(r['eps'])}" if r["norm"] else "-"
+        robust = "-" if r["robust_accuracy"] is None else f"{100 * r['robust_accuracy']:.1f}%"
+        clean = "-" if r["clean_accuracy"] is None else f"{100 * r['clean_accuracy']:.1f}%"
+        lines.append(
+            f"{r['label']:<28} {r['defense'] or '-':<14} {threat:<16} {clean:>7} {robust:>7}"
+        )
+    lines.extend(f"warning: {w}" for w in result["warnings"])
+    return "\n".join(lines)
