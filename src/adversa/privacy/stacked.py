@@ -1,0 +1,180 @@
+"""Many small MLPs trained at once: shadow and reference models for membership inference.
+
+A `StackedMLP` holds M MLPs whose weights carry a leading model dimension; one forward pass
+is a chain of `torch.baddbmm` calls over (M, N, features), so 16 models train in about the
+time of one. Each model m trains on the examples where `masks[m]` is True (a random half of
+a pool, as in Shokri et al. 2017 and Carlini et al. 2022), full batch, with Adam. Because the
+loss is a sum of per-model terms and Adam is elementwise, this is exactly M independent runs.
+
+Cost per training step: one forward and one backward pass of M MLPs over the whole pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import torch
+from torch import Tensor, nn
+
+from adversa.errors import BadInput, ShapeError
+from adversa.rng import make_generator
+from adversa.zoo.arch import MLP
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class StackedTraining:
+    """How every model of a stack is trained (all share it; only data and seed differ)."""
+
+    hidden: tuple[int, ...] = (128,)  # hidden widths of each MLP
+    steps: int = 300  # full-batch Adam steps (fewer = early stopping)
+    lr: float = 1e-2  # Adam learning rate
+    weight_decay: float = 0.0  # L2 penalty (Adam's weight_decay)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing, in [0, 1)
+    seed: int = 0  # initialisation seed
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise BadInput(f"steps must be >= 1, got {self.steps}")
+        if self.lr <= 0:
+            raise BadInput(f"lr must be > 0, got {self.lr}")
+        if any(h < 1 for h in self.hidden):
+            raise BadInput(f"hidden widths must be >= 1, got {self.hidden}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise BadInput(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.weight_decay < 0:
+            raise BadInput(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+class StackedMLP(nn.Module):
+    """M MLPs (Flatten -> [Linear -> ReLU]* -> Linear) evaluated together.
+
+    `forward(x)` takes (N, ...) (every model sees the same batch) or (M, N, F) and returns
+    logits (M, N, num_classes)."""
+
+    def __init__(
+        self,
+        num_models: int,
+        in_features: int,
+        hidden: tuple[int, ...],
+        num_classes: int,
+        generator: torch.Generator,
+    ) -> None:
+        super().__init__()
+        if num_models < 1:
+            raise BadInput(f"num_models must be >= 1, got {num_models}")
+        self.num_models, self.in_features, self.num_classes = num_models, in_features, num_classes
+        self.hidden = tuple(hidden)
+        widths = (in_features, *hidden, num_classes)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in itertools.pairwise(widths):
+            bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default initialisation range
+            w = (torch.rand(num_models, fan_in, fan_out, generator=generator) * 2 - 1) * bound
+            b = (torch.rand(num_models, 1, fan_out, generator=generator) * 2 - 1) * bound
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(b))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3 or x.shape[0] != self.num_models:
+            x = x.reshape(x.shape[0], -1).unsqueeze(0).expand(self.num_models, -1, -1)
+        if x.shape[-1] != self.in_features:
+            raise ShapeError(f"inputs have {x.shape[-1]} features, models take {self.in_features}")
+        h = x
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=False)):
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = torch.relu(h)
+        return h
+
+    @torch.no_grad()
+    def logits(self, x: Tensor, batch_size: int = 2048) -> Tensor:
+        """Logits (M, N, C) of every model on `x` (N, ...), in batches, without gradients."""
+        return torch.cat(
+            [self(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)], dim=1
+        )
+
+    def select(self, models: Tensor | list[int]) -> StackedMLP:
+        """A new stack holding copies of the chosen models, in the given order."""
+        index = torch.as_tensor(models, dtype=torch.long)
+        out = StackedMLP(
+            int(index.numel()),
+            self.in_features,
+            self.hidden,
+            self.num_classes,
+            make_generator(0),
+        )
+        with torch.no_grad():
+            for dst, src in zip(
+                [*out.weights, *out.biases], [*self.weights, *self.biases], strict=False
+            ):
+                dst.copy_(src[index])
+        return out.eval()
+
+    def member(self, m: int) -> MLP:
+        """Model `m` as a standalone `adversa.zoo.arch.MLP` (a copy of its weights)."""
+        if not 0 <= m < self.num_models:
+            raise BadInput(f"m must be in [0, {self.num_models}), got {m}")
+        net = MLP(self.in_features, self.hidden, self.num_classes)
+        linears = [layer for layer in net if isinstance(layer, nn.Linear)]
+        with torch.no_grad():
+            for layer, w, b in zip(linears, self.weights, self.biases, strict=False):
+                layer.weight.copy_(w[m].T)
+                layer.bias.copy_(b[m, 0])
+        return net.eval()
+
+
+DEFAULT_TRAINING = StackedTraining()
+
+
+def random_halves(num_models: int, n: int, seed: int) -> Tensor:
+    """Membership masks (M, N): each row is a uniformly random half of the N pool examples
+    (`n // 2` True), drawn from a generator seeded with `seed`."""
+    if num_models < 1 or n < 2:
+        raise BadInput(f"need num_models >= 1 and a pool of >= 2 examples, got {num_models}, {n}")
+    gen = make_generator(seed)
+    ranks = torch.rand(num_models, n, generator=gen).argsort(dim=1).argsort(dim=1)
+    return ranks < n // 2
+
+
+def train_stacked(
+    x: Tensor,
+    y: Tensor,
+    masks: Tensor,
+    config: StackedTraining,
+    num_classes: int | None = None,
+) -> StackedMLP:
+    """Train M = masks.shape[0] MLPs at once; model m on `x[masks[m]]`, `y[masks[m]]`.
+
+    `x` is (N, ...) (flattened to features), `y` (N,) int64, `masks` (M, N) bool with at
+    least one True per row. Deterministic for a fixed `config.seed`."""
+    if masks.dim() != 2 or masks.shape[1] != x.shape[0] or y.shape[0] != x.shape[0]:
+        raise ShapeError(
+            f"masks must be (M, N) for x of N={x.shape[0]}, got masks {tuple(masks.shape)}, "
+            f"y {tuple(y.shape)}"
+        )
+    counts = masks.sum(1)
+    if bool((counts == 0).any()):
+        raise BadInput("every model needs at least one training example (a mask row is empty)")
+    num_classes = int(num_classes if num_classes is not None else int(y.max()) + 1)
+    flat = x.reshape(x.shape[0], -1).float()
+    net = StackedMLP(
+        masks.shape[0], flat.shape[1], config.hidden, num_classes, make_generator(config.seed)
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    weight = masks.float() / counts.unsqueeze(1).float()  # per-model mean over its examples
+    targets = y.unsqueeze(0).expand(masks.shape[0], -1)
+    for _ in range(config.steps):
+        opt.zero_grad(set_to_none=True)
+        logits = net(flat)
+        loss = nn.functional.cross_entropy(
+            logits.reshape(-1, num_classes),
+            targets.reshape(-1),
+            reduction="none",
+            label_smoothing=config.label_smoothing,
+        )
+        (loss.reshape(masks.shape) * weight).sum().backward()
+        opt.step()
+    return net.eval()
