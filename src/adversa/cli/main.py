@@ -167,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_certify_parser(commands, common)
 
+    from adversa.cli.poison import add_poison_parsers
+
+    add_poison_parsers(commands, common)
+
     ls = commands.add_parser(
         "list", parents=[common], help="list attacks, datasets, defenses or models"
     )
