@@ -17,6 +17,7 @@ BUILTIN_SHAPES = {
     "mnist": ((1, 28, 28), 10, "image", 4000, 1000),
     "digits": ((1, 8, 8), 10, "image", 1438, 359),
     "breast-cancer": ((30,), 2, "tabular", 456, 113),
+    "fraud": ((13,), 2, "tabular", 3200, 800),
 }
 
 

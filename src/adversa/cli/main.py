@@ -94,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--model",
         required=True,
-        help="zoo name, TorchScript file, .pt2 archive, or path/file.py:factory (with --weights)",
+        help="zoo name, TorchScript file, .pt2 archive, path/file.py:factory (with --weights), "
+        "or sklearn:path.joblib (with --trust-model-file)",
+    )
+    ev.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help="allow loading sklearn:path.joblib models; unpickling runs code from the file",
     )
     ev.add_argument(
         "--weights",
@@ -245,10 +251,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     joined = distributed.init_from_env(args.device)
     try:
         with _RichProgress(enabled=distributed.is_main()) as progress:
-            model = _load_on_all_ranks(args.model, args.weights, args.device, progress, bounds)
+            model = _load_on_all_ranks(
+                args.model, args.weights, args.device, progress, bounds, args.trust_model_file
+            )
             surrogate = (
                 _load_on_all_ranks(
-                    args.surrogate, args.surrogate_weights, args.device, progress, bounds
+                    args.surrogate,
+                    args.surrogate_weights,
+                    args.device,
+                    progress,
+                    bounds,
+                    args.trust_model_file,
                 )
                 if args.surrogate
                 else None
@@ -394,12 +407,24 @@ def default_attacks(norm: str) -> list[str]:
 
 
 def _load_on_all_ranks(
-    spec: str, weights: str | None, device: str, progress: Any, bounds: tuple[float, float]
+    spec: str,
+    weights: str | None,
+    device: str,
+    progress: Any,
+    bounds: tuple[float, float],
+    trust: bool = False,
 ) -> Any:
     """Load a model; under torchrun rank 0 goes first, so a zoo model trains once."""
     if not distributed.is_main():
         distributed.barrier()
-    model = load_model(spec, weights=weights, device=device, progress=progress, bounds=bounds)
+    model = load_model(
+        spec,
+        weights=weights,
+        device=device,
+        progress=progress,
+        bounds=bounds,
+        trust_model_file=trust,
+    )
     if distributed.is_main():
         distributed.barrier()
     return model

@@ -9,10 +9,12 @@
   its state_dict is read from `weights` (`.safetensors`, or a `torch.save` file read with
   `weights_only=True`);
 - a directory written by `adversa train` (`card.json` + `model.pt`): the architecture is
-  rebuilt from the card and the weights are read with `weights_only=True`.
+  rebuilt from the card and the weights are read with `weights_only=True`;
+- `sklearn:path.joblib`: a fitted scikit-learn estimator, only with `trust_model_file=True`
+  (joblib unpickles, which runs code from the file).
 
-Nothing is ever unpickled with `torch.load(weights_only=False)`. Every failure raises
-`ModelLoadError` with one line naming the file and the reason.
+Nothing is ever unpickled with `torch.load(weights_only=False)`, and joblib only on
+request. Every failure raises `ModelLoadError` with one line naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -246,9 +248,14 @@ def load_model(
     progress: Callable[[str, int, int], None] | None = None,
     num_classes: int | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
+    trust_model_file: bool = False,
 ) -> Model:
-    """Load `spec` (zoo name, TorchScript, `.pt2`, `file.py:factory`, or a directory written
-    by `adversa train`) as a `Model`.
+    """Load `spec` (zoo name, TorchScript, `.pt2`, `file.py:factory`, a directory written
+    by `adversa train`, or `sklearn:path.joblib`) as a `Model`.
+
+    `sklearn:path` unpickles a fitted scikit-learn-style estimator with joblib, which runs
+    code from the file: it is refused (`BadInput`) unless `trust_model_file` is set, and it
+    gives a query-only `adversa.tabular.SklearnModel`.
 
     `weights` (a state_dict file) is required in spirit for `file.py:factory` (without it the
     factory's initialisation is used, with a warning) and, when given with a zoo name or an
@@ -257,6 +264,10 @@ def load_model(
     """
     from adversa.zoo import list_models, load_zoo_model
 
+    if spec.startswith("sklearn:"):
+        from adversa.tabular.sklearn_model import load_sklearn
+
+        return load_sklearn(spec.removeprefix("sklearn:"), trust=trust_model_file, bounds=bounds)
     weights_path = Path(weights).expanduser() if weights is not None else None
     factory = _split_factory(spec)
     if spec.strip().lower() in list_models():

@@ -1,0 +1,123 @@
+"""Constraints stated in a data set's original units, and reports of what an attack changed.
+
+`constraints_for(dataset, ...)` builds `FeatureConstraints` from feature names and values in
+original units (for a data set scaled with a min-max scaler in `meta["scaler"]`, such as
+"breast-cancer" and "fraud"); with `from_meta=True` it starts from `meta["constraints"]`
+(the "fraud" built-in ships one). `feature_changes(dataset, x, x_adv)` undoes the scaler
+(`adversa.data.unscale`) and lists, per row, which features changed and by how much.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adversa.data.dataset import Dataset, unscale
+from adversa.errors import BadInput
+from adversa.tabular.constraints import FeatureConstraints
+
+Feature = int | str
+
+
+def _index(dataset: Dataset, feature: Feature) -> int:
+    names = list(dataset.feature_names or ())
+    if isinstance(feature, str):
+        if feature not in names:
+            raise BadInput(f"dataset {dataset.name!r} has no feature {feature!r}")
+        return names.index(feature)
+    return int(feature)
+
+
+def constraints_for(
+    dataset: Dataset,
+    *,
+    immutable: Sequence[Feature] = (),
+    integer: Sequence[Feature] = (),
+    increase_only: Sequence[Feature] = (),
+    categorical: Sequence[Sequence[Feature]] = (),
+    lower: Mapping[Feature, float] | None = None,
+    upper: Mapping[Feature, float] | None = None,
+    weights: Mapping[Feature, float] | None = None,
+    from_meta: bool = False,
+) -> FeatureConstraints:
+    """`FeatureConstraints` for `dataset`'s scaled inputs, from names (or indices) and bounds
+    in original units. Integer grids follow the scaler: `unit = 1 / scale`, `origin =
+    -min / scale`. Unscaled data sets use their values as they are."""
+    if dataset.x.dim() != 2:
+        raise BadInput(f"constraints need a flat tabular dataset, {dataset.name!r} is not")
+    d = dataset.x.shape[1]
+    spec: dict[str, Any] = dict(dataset.meta.get("constraints", {})) if from_meta else {}
+    scaler = dataset.meta.get("scaler")
+    lo = list(scaler["min"]) if scaler else [0.0] * d
+    scale = list(scaler["scale"]) if scaler else [1.0] * d
+
+    def idx(features: Sequence[Feature]) -> tuple[int, ...]:
+        return tuple(_index(dataset, f) for f in features)
+
+    def merged(key: str, given: Sequence[Feature]) -> tuple[int, ...]:
+        return tuple(dict.fromkeys(idx(spec.get(key, ())) + idx(given)))
+
+    def per_feature(values: Mapping[Feature, float] | None, default: float, scaled: bool):
+        out = [default] * d
+        for feature, value in (values or {}).items():
+            i = _index(dataset, feature)
+            out[i] = (float(value) - lo[i]) / scale[i] if scaled else float(value)
+        return out
+
+    lower = {**spec.get("lower", {}), **(lower or {})}
+    upper = {**spec.get("upper", {}), **(upper or {})}
+    groups = [idx(g) for g in spec.get("categorical", ())] + [idx(g) for g in categorical]
+    return FeatureConstraints(
+        num_features=d,
+        lower=per_feature(lower, -float("inf"), True),
+        upper=per_feature(upper, float("inf"), True),
+        immutable=merged("immutable", immutable),
+        integer=merged("integer", integer),
+        increase_only=merged("increase_only", increase_only),
+        categorical=groups,
+        unit=[1.0 / s for s in scale],
+        origin=[-m / s for m, s in zip(lo, scale, strict=True)],
+        weights=per_feature(weights, 1.0, False),
+        feature_names=dataset.feature_names,
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FeatureChanges:
+    """Per-row feature changes in original units: `before`, `after` (B, D) and `changed`
+    (bool, B, D: moved by more than `atol` in the scaled space)."""
+
+    before: Tensor
+    after: Tensor
+    changed: Tensor
+    feature_names: tuple[str, ...]
+
+    @property
+    def delta(self) -> Tensor:
+        return self.after - self.before
+
+    def records(self) -> list[list[dict[str, Any]]]:
+        """For each row, `[{feature, before, after, delta}]` over its changed features."""
+        rows: list[list[dict[str, Any]]] = [[] for _ in range(self.before.shape[0])]
+        for r, c in torch.nonzero(self.changed).tolist():  # reporting, not a hot path
+            b, a = float(self.before[r, c]), float(self.after[r, c])
+            rows[r].append(
+                {"feature": self.feature_names[c], "before": b, "after": a, "delta": a - b}
+            )
+        return rows
+
+
+def feature_changes(
+    dataset: Dataset, x: Tensor, x_adv: Tensor, atol: float = 1e-6
+) -> FeatureChanges:
+    """Which features `x_adv` changed relative to `x` (both scaled, (B, D)), and by how much
+    in original units (`unscale`; unscaled data sets are reported as they are)."""
+    scaled = "scaler" in dataset.meta
+    before = unscale(dataset, x.double()) if scaled else x.double()
+    after = unscale(dataset, x_adv.double()) if scaled else x_adv.double()
+    names = dataset.feature_names or tuple(f"x{i}" for i in range(x.shape[1]))
+    return FeatureChanges(before, after, (x_adv - x).abs() > atol, tuple(names))
