@@ -9,6 +9,8 @@ LogisticRegression 0.95 -> 0.30 / 0.32. Transfer from a distilled MLP + PGD at e
 
 from __future__ import annotations
 
+import json
+
 import joblib
 import numpy as np
 import pytest
@@ -146,3 +148,14 @@ def test_cli_refuses_joblib_without_flag(tmp_path, fitted, capsys):
     assert not (tmp_path / "a" / "report.json").exists()
     assert main([*args, "--trust-model-file", "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "report.json").exists()
+
+
+def test_cli_defaults_to_black_box_attacks_for_sklearn(tmp_path, fitted):
+    path = tmp_path / "lr.joblib"
+    joblib.dump(fitted["logistic-regression"], path)
+    args = ["evaluate", "--model", f"sklearn:{path}", "--trust-model-file", "--data"]
+    args += ["breast-cancer", "--norm", "linf", "--eps", "0.1", "--n", "8", "--out", str(tmp_path)]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [a["name"] for a in report["attacks"]] == ["square", "hsj"]
+    assert all(a["backward_calls"] == 0 for a in report["attacks"])

@@ -33,6 +33,7 @@ from adversa.errors import AdversaError, BadInput
 from adversa.evaluation import evaluate_sweep
 from adversa.evaluation.adaptive_eval import attach_to_report
 from adversa.evaluation.report import Report, write_reports
+from adversa.model import Access
 from adversa.model.load import load_model
 from adversa.threat import NORMS, ThreatModel
 from adversa.zoo import list_models, zoo_entry
@@ -269,6 +270,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             defense = args.defense or args.detector  # input-side: naive and adaptive runs
             if args.eot is not None and not defense:
                 model = EOT(model, args.eot)
+            if not args.attacks and model.access < Access.GRADIENT:
+                names = default_attacks(args.norm, gradients=False)
             attacks = [
                 _build_attack(name, threat, args.seed, args.steps, surrogate) for name in names
             ]
@@ -396,8 +399,11 @@ def parse_attacks(text: str) -> list[str]:
     return names
 
 
-def default_attacks(norm: str) -> list[str]:
-    """Cheap first: fgsm, pgd, then deepfool (linf, l2) and cw (l2) when registered."""
+def default_attacks(norm: str, gradients: bool = True) -> list[str]:
+    """Cheap first: fgsm, pgd, then deepfool (linf, l2) and cw (l2). A model without gradient
+    access (e.g. scikit-learn) gets the black-box attacks for its norm: square, hsj."""
+    if not gradients:
+        return [n for n in ("square", "hsj") if norm in ATTACKS.factory(n).norms]
     names = ["fgsm", "pgd"]
     if "deepfool" in ATTACKS and norm in ("linf", "l2"):
         names.append("deepfool")
