@@ -48,3 +48,9 @@ class ModelLoadError(AdversaError):
 
 class AccessError(AdversaError):
     """An attack asked for more access (gradients, scores) than the model view grants."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise `BadInput(message)` unless `condition`; for validating configs in __post_init__."""
+    if not condition:
+        raise BadInput(message)

@@ -41,9 +41,9 @@ import torch
 from torch import Tensor
 
 from adversa.attacks.apgd_l1 import SPARSITY_START, l1_checkpoints, l1_step, sparsity_checkpoint
-from adversa.attacks.base import AttackBase, register_attack, require
+from adversa.attacks.base import AttackBase, register_attack
 from adversa.attacks.gradient import BestTracker, steepest_step
-from adversa.errors import BadInput
+from adversa.errors import BadInput, require
 from adversa.losses import dlr_targeted, get_loss, is_adversarial
 from adversa.model import Model
 from adversa.threat import ThreatModel

@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from adversa.attacks.base import ATTACKS, AttackBase, register_attack, require
+from adversa.attacks.base import ATTACKS, AttackBase, register_attack
+from adversa.errors import require
 from adversa.model import Model
 
 Component = tuple[str, dict[str, Any]]

@@ -113,12 +113,6 @@ class AttackBase:
         return out
 
 
-def require(condition: bool, message: str) -> None:
-    """Raise `BadInput(message)` unless `condition`; for config validation."""
-    if not condition:
-        raise BadInput(message)
-
-
 def as_model(model: Model | torch.nn.Module, bounds: tuple[float, float]) -> Model:
     if isinstance(model, Model):
         return model

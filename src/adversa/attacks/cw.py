@@ -39,7 +39,8 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from adversa.attacks.base import AttackBase, register_attack, require
+from adversa.attacks.base import AttackBase, register_attack
+from adversa.errors import require
 from adversa.losses import get_loss, is_adversarial
 from adversa.model import Model
 

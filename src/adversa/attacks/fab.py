@@ -54,8 +54,9 @@ import math
 import torch
 from torch import Tensor
 
-from adversa.attacks.base import AttackBase, register_attack, require
+from adversa.attacks.base import AttackBase, register_attack
 from adversa.attacks.fab_projection import project_onto_hyperplane
+from adversa.errors import require
 from adversa.model import Model
 
 _DUAL = {"linf": 1.0, "l2": 2.0, "l1": math.inf}

@@ -48,7 +48,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from adversa.attacks.base import AttackBase, register_attack, require
+from adversa.attacks.base import AttackBase, register_attack
+from adversa.errors import require
 from adversa.losses import is_adversarial
 from adversa.model import Access, Model
 

@@ -21,8 +21,9 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from adversa.attacks.base import AttackBase, register_attack, require
+from adversa.attacks.base import AttackBase, register_attack
 from adversa.attacks.gradient import gradient_ascent
+from adversa.errors import require
 from adversa.losses import get_loss
 from adversa.model import Model
 

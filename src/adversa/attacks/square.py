@@ -42,8 +42,8 @@ import math
 import torch
 from torch import Tensor
 
-from adversa.attacks.base import AttackBase, register_attack, require
-from adversa.errors import ShapeError
+from adversa.attacks.base import AttackBase, register_attack
+from adversa.errors import ShapeError, require
 from adversa.losses import get_loss, is_adversarial
 from adversa.model import Access, Model
 from adversa.threat import ThreatModel

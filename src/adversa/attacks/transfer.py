@@ -20,7 +20,8 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from adversa.attacks.base import AttackBase, as_model, get_attack, register_attack, require
+from adversa.attacks.base import AttackBase, as_model, get_attack, register_attack
+from adversa.errors import require
 from adversa.model import Access, Model
 
 

@@ -23,8 +23,9 @@ from typing import Any
 from adversa.certify.run import CertifyResult
 from adversa.certify.smoothing import max_radius
 from adversa.evaluation.html import _CSS, _config, _fmt, _pct, _warnings, curve_svg
-from adversa.evaluation.report import _jsonable, versions
+from adversa.evaluation.report import _jsonable
 from adversa.io import atomic_write_text
+from adversa.versions import versions
 
 CERTIFY_JSON = "certify.json"
 CERTIFY_HTML = "certify.html"

@@ -25,10 +25,10 @@ from adversa.defenses.objectives import (
     clean_metrics,
     correct,
     ramped,
-    require,
     step,
     unwrap,
 )
+from adversa.errors import require
 from adversa.model import Model
 from adversa.threat import NORMS, ThreatModel
 

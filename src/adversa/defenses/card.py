@@ -123,7 +123,7 @@ def build_card(
     name: str | None = None,
 ) -> dict[str, Any]:
     """The model card of a finished run, as plain JSON values (what card.json holds)."""
-    from adversa.evaluation.report import versions
+    from adversa.versions import versions
 
     defense = config.defense
     card = {

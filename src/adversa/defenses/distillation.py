@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
-from adversa.defenses.objectives import Standard, ce_value, check_finite, correct, require, step
-from adversa.errors import BadInput
+from adversa.defenses.objectives import Standard, ce_value, check_finite, correct, step
+from adversa.errors import BadInput, require
 from adversa.model import Model
 
 

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from adversa.defenses.adversarial import BallDefense
 from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
-from adversa.defenses.objectives import check_finite, clean_metrics, correct, require
+from adversa.defenses.objectives import check_finite, clean_metrics, correct
+from adversa.errors import require
 
 
 class FreeState:

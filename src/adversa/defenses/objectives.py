@@ -27,17 +27,11 @@ from torch import Tensor, nn
 
 from adversa.attacks.gradient import steepest_step
 from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
-from adversa.errors import BadInput
+from adversa.errors import require
 from adversa.model import Model
 from adversa.threat import ThreatModel
 
 Objective = Callable[[Tensor], Tensor]  # logits (B, K) -> per-sample loss (B,) to maximise
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise `BadInput(message)` unless `condition`; for config validation."""
-    if not condition:
-        raise BadInput(message)
 
 
 def check_finite(name: str, value: float, *, positive: bool = False) -> None:

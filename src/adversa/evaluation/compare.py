@@ -22,8 +22,9 @@ from typing import Any
 
 from adversa.errors import BadInput
 from adversa.evaluation.html import _CSS, _fmt, _pct
-from adversa.evaluation.report import REPORT_JSON, _jsonable, versions
+from adversa.evaluation.report import REPORT_JSON, _jsonable
 from adversa.io import atomic_write_text
+from adversa.versions import versions
 
 COMPARE_JSON = "compare.json"
 COMPARE_HTML = "compare.html"

@@ -35,6 +35,7 @@ from adversa.attacks.gradient import BestTracker, steepest_step
 from adversa.defenses.detectors import DetectionMetrics, Detector, detection_metrics
 from adversa.errors import BadInput
 from adversa.model import Cost, Model
+from adversa.model.wrapped import frozen
 from adversa.rng import make_generator
 from adversa.threat import ThreatModel
 
@@ -70,7 +71,7 @@ class DetectorAwarePGD:
         threshold, scale = detector.threshold, detector.scale
         step_size = self.step_size or 2.5 * self.threat.eps / self.steps
         n, r = x.shape[0], len(self.restarts)
-        with model.frozen(), model.counting() as counter, _detector_frozen(detector):
+        with model.frozen(), model.counting() as counter, frozen(detector):
             best = BestTracker(x, torch.zeros(n, dtype=torch.bool, device=x.device))
             owner = torch.arange(n, device=x.device).repeat(r)
             settings = torch.tensor(self.restarts, device=x.device, dtype=x.dtype)
@@ -121,23 +122,6 @@ class DetectorAwarePGD:
         classify = (z_y - other + kappa.to(logits.dtype)).clamp_min(0)
         detect = ((score - threshold) / scale + self.margin).clamp_min(0)
         return -(classify + weight.to(classify.dtype) * detect.to(classify.dtype))
-
-
-@contextlib.contextmanager
-def _detector_frozen(detector: Detector):
-    """Eval mode and no parameter gradients for the detector (restored on exit)."""
-    params = [(p, p.requires_grad) for p in detector.parameters()]
-    modes = [(m, m.training) for m in detector.modules()]
-    detector.eval()
-    for p, _ in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in params:
-            p.requires_grad_(flag)
-        for m, training in modes:
-            m.train(training)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)

@@ -14,7 +14,6 @@ import datetime as _dt
 import json
 import math
 import os
-import platform
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 
 from adversa.evaluation.battery import AttackSummary, EvalResult, SweepResult
 from adversa.io import atomic_write_text
+from adversa.versions import versions
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -132,18 +132,6 @@ def result_entry(result: EvalResult) -> dict[str, Any]:
         "warnings": list(result.warnings),
         "seconds": result.seconds,
         "check_cost": result.check_cost.to_dict(),
-    }
-
-
-def versions() -> dict[str, str]:
-    from adversa import __version__
-
-    return {
-        "adversa": __version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
     }
 
 

@@ -21,6 +21,32 @@ class Access(enum.IntEnum):
     GRADIENT = 2
 
 
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Every submodule of `module` in eval mode; each one's previous mode restored on exit."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for sub, training in modes:
+            sub.train(training)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Eval mode and requires_grad=False on every parameter; both restored on exit."""
+    params = [(p, p.requires_grad) for p in module.parameters()]
+    with eval_mode(module):
+        for p, _ in params:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, flag in params:
+                p.requires_grad_(flag)
+
+
 class Model:
     """Wraps a classifier so that every forward pass (and every backward pass through its
     logits) is counted, per sample, in each open `counting()` scope.
@@ -89,30 +115,14 @@ class Model:
         finally:
             self._counters.remove(counter)
 
-    @contextlib.contextmanager
-    def eval_mode(self) -> Iterator[None]:
+    def eval_mode(self) -> contextlib.AbstractContextManager[None]:
         """Put every submodule in eval mode; restore each one's previous mode on exit."""
-        modes = [(m, m.training) for m in self.module.modules()]
-        self.module.eval()
-        try:
-            yield
-        finally:
-            for module, training in modes:
-                module.train(training)
+        return eval_mode(self.module)
 
-    @contextlib.contextmanager
-    def frozen(self) -> Iterator[None]:
+    def frozen(self) -> contextlib.AbstractContextManager[None]:
         """Eval mode and parameters with requires_grad=False, so that backward passes compute
         input gradients only. Both are restored on exit, even on error."""
-        params = [(p, p.requires_grad) for p in self.module.parameters()]
-        with self.eval_mode():
-            for p, _ in params:
-                p.requires_grad_(False)
-            try:
-                yield
-            finally:
-                for p, flag in params:
-                    p.requires_grad_(flag)
+        return frozen(self.module)
 
     def scores_only(self) -> ScoresOnly:
         return ScoresOnly(self)

@@ -19,16 +19,15 @@ import hashlib
 import json
 import logging
 import os
-import platform
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from adversa.io import atomic_torch_save, atomic_write_text
+from adversa.versions import versions
 from adversa.zoo.arch import build_arch
 from adversa.zoo.entries import ZooEntry, zoo_entry
 from adversa.zoo.train import Progress
@@ -59,17 +58,6 @@ def build_zoo_module(entry: ZooEntry, input_shape: tuple[int, ...], num_classes:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(entry.seed)
         return build_arch(entry.arch, input_shape, num_classes)
-
-
-def _versions() -> dict[str, str]:
-    from adversa import __version__
-
-    return {
-        "adversa": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def train_zoo_entry(
@@ -114,7 +102,7 @@ def train_zoo_entry(
         "train_accuracy": adv_accuracy if adv_accuracy is not None else last["clean_accuracy"],
         "train_config": train_card["config"],
         "torch_threads": torch.get_num_threads(),
-        "versions": _versions(),
+        "versions": versions(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     return result.module.eval(), card
