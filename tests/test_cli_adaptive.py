@@ -226,3 +226,25 @@ def test_two_process_torchrun_equals_one_process(setup, tmp_path):
     two = json.loads((tmp_path / "two" / "report.json").read_text())
     assert two["config"]["world_size"] == 2
     assert _comparable(one) == _comparable(two)
+
+
+def test_evaluate_with_certify_checks_certified_against_robust(setup, tmp_path):
+    report = _run(
+        setup,
+        tmp_path,
+        "mlp",
+        "mlp",
+        "--attacks",
+        "pgd",
+        "--eps",
+        "0.01,0.05",
+        "--certify",
+        "crown",
+    )
+    entries = report["certified"]
+    assert [e["eps"] for e in entries] == [0.01, 0.05]
+    for entry, result in zip(entries, report["results"], strict=True):
+        assert entry["certified_accuracy"] <= result["robust_accuracy"]
+        assert entry["certified_but_broken"] == 0
+    assert entries[0]["certified_accuracy"] > 0.5  # CROWN verifies most points at eps 0.01
+    assert not any(w.startswith("BUG") for w in report["warnings"])

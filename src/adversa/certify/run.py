@@ -122,7 +122,7 @@ def run_certification(
         certified, seconds = [], []
         for t in threats:
             start = time.perf_counter()
-            certified.append(_verify(model, x, y, t, method, batch_size, progress))
+            certified.append(verify_in_batches(model, x, y, t, method, batch_size, progress))
             seconds.append(time.perf_counter() - start)
 
     robust, attack_seconds = None, []
@@ -190,7 +190,7 @@ def certify_and_attack(
     return run_certification(model, x, y, threat, eps_values, attacks=attacks, **options)
 
 
-def _verify(
+def verify_in_batches(
     model: Model,
     x: Tensor,
     y: Tensor,

@@ -162,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     from adversa.cli.input_defenses import add_evaluate_options, add_reformer_parser
 
     add_evaluate_options(ev)
+    ev.add_argument(
+        "--certify",
+        choices=("ibp", "crown"),
+        help="also verify each point with IBP or CROWN bounds and check certified <= robust",
+    )
     ev.add_argument("--out", required=True, help="output directory (created if missing)")
     ev.set_defaults(handler=cmd_evaluate)
     add_reformer_parser(commands, common)
@@ -320,11 +325,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "bpda": args.bpda,
         "surrogate": args.surrogate,
         "check_masking": args.check_masking,
+        "certify": args.certify,
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }
     report = Report.from_results(sweep, config=config, seconds=time.perf_counter() - start)
     if evaluation is not None:
         report = attach_to_report(report, evaluation)
+    if args.certify:
+        from adversa.certify.consistency import attach_certification, certify_sweep
+
+        entries, bugs = certify_sweep(model, sweep, args.certify, args.batch_size, None)
+        report = attach_certification(report, entries, bugs)
     _, html_path = write_reports(
         args.out,
         report,
@@ -354,6 +365,11 @@ def summary(report: Report, out: Path, html_path: Path) -> str:
         lines.append(
             f"robust accuracy  {100 * entry['robust_accuracy']:5.1f}% at eps={entry['eps']:g}"
             f"  (after {steps})"
+        )
+    for entry in report.certified:
+        lines.append(
+            f"certified ({entry['method']}) {100 * entry['certified_accuracy']:5.1f}% at "
+            f"eps={entry['eps']:g}"
         )
     for warning in report.warnings:
         lines.append(f"warning: {warning}")

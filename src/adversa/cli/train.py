@@ -31,6 +31,12 @@ DEFENSE_OPTIONS: dict[str, tuple[str, type]] = {
     "--lam": ("lam", float),
     "--replays": ("replays", int),
     "--alpha": ("alpha", float),
+    "--sigma": ("sigma", float),
+    "--warmup": ("warmup", float),
+    "--kappa-start": ("kappa_start", float),
+    "--kappa-end": ("kappa_end", float),
+    "--beta-start": ("beta_start", float),
+    "--beta-end": ("beta_end", float),
 }
 
 

@@ -49,6 +49,9 @@ class Report:
     # input-side defense: naive and adaptive robust accuracy side by side (see
     # adversa.evaluation.adaptive_eval); omitted from report.json when None
     defense: dict[str, Any] | None = None
+    # `evaluate --certify`: verified accuracy per eps beside the empirical one (see
+    # adversa.certify.consistency); omitted from report.json when empty
+    certified: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_results(
@@ -96,6 +99,8 @@ class Report:
         out = _jsonable(dataclasses.asdict(self))
         if out["defense"] is None:
             del out["defense"]
+        if not out["certified"]:
+            del out["certified"]
         return out
 
     def to_json(self) -> str:
