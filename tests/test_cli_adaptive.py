@@ -225,6 +225,7 @@ def test_two_process_torchrun_equals_one_process(setup, tmp_path):
     one = json.loads((tmp_path / "one" / "report.json").read_text())
     two = json.loads((tmp_path / "two" / "report.json").read_text())
     assert two["config"]["world_size"] == 2
+    assert double.stdout.count("clean accuracy") == 1, "only rank 0 reports"
     assert _comparable(one) == _comparable(two)
 
 

@@ -298,3 +298,17 @@ def test_zoo_trains_with_this_loop_and_resumes_an_interrupted_first_use(tmp_path
     assert calls[0] == per_epoch + 1  # picked up after the finished epoch
     _assert_same_weights(whole, resumed)
     assert not runs.exists()  # the run's files go once the model is cached
+
+
+@pytest.mark.slow
+def test_zoo_model_first_used_under_torchrun_trains_on_rank_0_alone(tmp_path: Path) -> None:
+    """Rank 0 trains the zoo model (a local run: no collectives) while rank 1 waits."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node=2", "-m", "adversa", "evaluate", "--model"]
+    command += ["breast-cancer-mlp", "--data", "breast-cancer", "--norm", "linf", "--eps"]
+    command += ["0.05", "--attacks", "fgsm", "--out", str(tmp_path / "ev")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ADVERSA_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "ev" / "report.json").exists()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["zoo"]  # run removed

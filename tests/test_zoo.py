@@ -17,9 +17,7 @@ from adversa.errors import BadInput, UnknownName
 from adversa.io import atomic_open, atomic_torch_save, atomic_write_bytes, atomic_write_text
 from adversa.zoo import (
     MLP,
-    PGDAdversary,
     SmallCNN,
-    Step,
     ZooEntry,
     build_arch,
     cache,
@@ -90,25 +88,6 @@ def test_architectures() -> None:
         build_arch("resnet-9000", (1, 28, 28), 10)
     with pytest.raises(BadInput, match="divisible by 4"):
         SmallCNN(input_size=30)
-
-
-def test_pgd_adversary_eps_ramp() -> None:
-    adv = PGDAdversary(eps=0.3, ramp=0.5)
-    assert adv.eps_at(Step(0, 100)) == pytest.approx(0.3 / 50)
-    assert adv.eps_at(Step(24, 100)) == pytest.approx(0.15)
-    assert adv.eps_at(Step(49, 100)) == pytest.approx(0.3)
-    assert adv.eps_at(Step(99, 100)) == pytest.approx(0.3)
-    assert PGDAdversary(eps=0.3).eps_at(Step(0, 100)) == 0.3
-
-
-def test_pgd_adversary_stays_in_ball_and_restores_training_mode() -> None:
-    net = SmallCNN()
-    net.train()
-    model = Model(net, num_classes=10)
-    x, y = torch.rand(4, 1, 28, 28), torch.arange(4)
-    x_adv = PGDAdversary(eps=0.1, steps=2)(model, x, y, Step(0, 1))
-    assert (x_adv - x).abs().max() <= 0.1 + 1e-6
-    assert net.training and all(p.requires_grad for p in net.parameters())
 
 
 # ---------------------------------------------------------------- training and the cache

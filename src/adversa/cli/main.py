@@ -255,8 +255,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if "transfer" in names and not args.surrogate:
         raise BadInput("attack 'transfer' needs --surrogate MODEL")
     joined = distributed.init_from_env(args.device)
+    main_rank = distributed.is_main()  # the group is gone once shut down: ask now
     try:
-        with _RichProgress(enabled=distributed.is_main()) as progress:
+        with _RichProgress(enabled=main_rank) as progress:
             model = _load_on_all_ranks(
                 args.model, args.weights, args.device, progress, bounds, args.trust_model_file
             )
@@ -305,7 +306,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         if joined:
             distributed.shutdown()
-    if not distributed.is_main() and joined:
+    if not main_rank:
         return EXIT_OK
     config: dict[str, Any] = {
         "model": args.model,

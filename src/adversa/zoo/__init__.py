@@ -17,16 +17,12 @@ from adversa.zoo.cache import (
     zoo_paths,
 )
 from adversa.zoo.entries import ZooEntry, list_models, zoo_entry
-from adversa.zoo.train import PGDAdversary, Step, accuracy
 
 __all__ = [
     "ARCHS",
     "MLP",
-    "PGDAdversary",
     "SmallCNN",
-    "Step",
     "ZooEntry",
-    "accuracy",
     "build_arch",
     "build_zoo_module",
     "cache_dir",

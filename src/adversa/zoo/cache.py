@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ from adversa.io import atomic_torch_save, atomic_write_text
 from adversa.versions import versions
 from adversa.zoo.arch import build_arch
 from adversa.zoo.entries import ZooEntry, zoo_entry
-from adversa.zoo.train import Progress
+
+Progress = Callable[[str, int, int], None]  # (description, completed, total)
 
 log = logging.getLogger(__name__)
 
