@@ -22,10 +22,10 @@ from adversa.defenses.objectives import (
     ce_value,
     check_finite,
     check_share,
-    clean_metrics,
     correct,
     ramped,
     step,
+    train_on_adversarial,
     unwrap,
 )
 from adversa.errors import require
@@ -120,17 +120,7 @@ class PGDAT(_Iterative):
             steps=self.steps,
             step_size=self.size(threat),
         )
-        clean_loss, clean_correct = clean_metrics(module, x, y)
-        logits = module(x_adv)
-        loss = F.cross_entropy(logits, y)
-        step(optimizer, loss)
-        return BatchMetrics(
-            loss=float(loss.detach()),
-            clean_loss=clean_loss,
-            clean_correct=clean_correct,
-            adv_loss=float(loss.detach()),
-            adv_correct=correct(logits, y),
-        )
+        return train_on_adversarial(module, optimizer, x, x_adv, y)
 
 
 def _kl(p: Tensor, log_p: Tensor, log_q: Tensor) -> Tensor:

@@ -10,12 +10,11 @@ import dataclasses
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adversa.defenses.adversarial import BallDefense, ce_objective
 from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
-from adversa.defenses.objectives import ascend, check_finite, clean_metrics, correct, step
+from adversa.defenses.objectives import ascend, check_finite, train_on_adversarial
 
 
 @DEFENSES.register("fast-at", aliases=("fgsm-rs",))
@@ -61,14 +60,4 @@ class FastAT(BallDefense):
             steps=1,
             step_size=alpha,
         )
-        clean_loss, clean_correct = clean_metrics(module, x, y)
-        logits = module(x_adv)
-        loss = F.cross_entropy(logits, y)
-        step(optimizer, loss)
-        return BatchMetrics(
-            loss=float(loss.detach()),
-            clean_loss=clean_loss,
-            clean_correct=clean_correct,
-            adv_loss=float(loss.detach()),
-            adv_correct=correct(logits, y),
-        )
+        return train_on_adversarial(module, optimizer, x, x_adv, y)
