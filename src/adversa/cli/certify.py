@@ -72,11 +72,11 @@ def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 def cmd_certify(args: argparse.Namespace) -> int:
     from adversa.certify import CertificationWarning, Smooth, run_certification
     from adversa.certify.report import certify_report, write_certify_reports
-    from adversa.cli.main import (
+    from adversa.cli.common import (
         EXIT_OK,
-        _check_device,
-        _check_positive,
-        _RichProgress,
+        RichProgress,
+        check_device,
+        check_positive,
         parse_attacks,
         parse_bounds,
         parse_eps,
@@ -96,9 +96,9 @@ def cmd_certify(args: argparse.Namespace) -> int:
         raise BadInput(f"--method {args.method} needs --eps")
     for flag, value in (("--n-points", args.n_points), ("--batch-size", args.batch_size)):
         if value is not None:
-            _check_positive(flag, value)
-    _check_positive("--eot", args.eot)
-    _check_device(args.device)
+            check_positive(flag, value)
+    check_positive("--eot", args.eot)
+    check_device(args.device)
     batch_size = args.batch_size or (1000 if smoothing else 64)
     smooth = None
     if smoothing:
@@ -115,7 +115,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     dataset = load_data(args.data, split="test", label_column=args.label_column).take(args.n_points)
     bounds = parse_bounds(args.bounds) if args.bounds else tuple(dataset.bounds)
     threat = ThreatModel(norm=norm, eps=max(eps_values), bounds=bounds)  # type: ignore[arg-type]
-    with _RichProgress() as progress, warnings.catch_warnings():
+    with RichProgress() as progress, warnings.catch_warnings():
         warnings.simplefilter("ignore", CertificationWarning)  # reported below, once
         model = load_model(
             args.model, weights=args.weights, device=args.device, progress=progress, bounds=bounds

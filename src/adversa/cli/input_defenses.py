@@ -81,10 +81,10 @@ def add_evaluate_options(ev: argparse.ArgumentParser) -> None:
 
 
 def cmd_train_reformer(args: argparse.Namespace) -> int:
-    from adversa.cli.main import _check_device
+    from adversa.cli.common import check_device
     from adversa.defenses.reformer import ReformerConfig, save_reformer, train_reformer
 
-    _check_device(args.device)
+    check_device(args.device)
     config = ReformerConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,

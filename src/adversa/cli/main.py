@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import sys
 import time
@@ -21,12 +20,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from adversa import distributed
 from adversa.attacks import ATTACKS, get_attack
 from adversa.attacks.adaptive import EOT, bpda
 from adversa.checks import check_batch
+from adversa.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    RichProgress,
+    check_device,
+    check_positive,
+    one_line,
+    parse_attacks,
+    parse_bounds,
+    parse_eps,
+)
 from adversa.cli.input_defenses import defense_summary, evaluate_defended
 from adversa.data import list_datasets, load_data
 from adversa.errors import AdversaError, BadInput
@@ -38,7 +48,6 @@ from adversa.model.load import load_model
 from adversa.threat import NORMS, ThreatModel
 from adversa.zoo import list_models, zoo_entry
 
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 LIST_WHAT = ("attacks", "datasets", "defenses", "models")
 
 
@@ -56,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AdversaError as exc:
         if debug:
             traceback.print_exc()
-        print(f"adversa: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"adversa: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("adversa: interrupted", file=sys.stderr)
@@ -68,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             hint = " (run with --debug or ADVERSA_DEBUG=1 for the traceback)"
         print(
-            f"adversa: internal error: {type(exc).__name__}: {_one_line(exc)}{hint}",
+            f"adversa: internal error: {type(exc).__name__}: {one_line(exc)}{hint}",
             file=sys.stderr,
         )
         return EXIT_ERROR
@@ -237,12 +246,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     eps_values = parse_eps(args.eps)
     names = parse_attacks(args.attacks) if args.attacks else default_attacks(args.norm)
     names = [ATTACKS.canonical(name) for name in names]  # unknown names fail before any work
-    _check_positive("--batch-size", args.batch_size)
+    check_positive("--batch-size", args.batch_size)
     if args.n is not None:
-        _check_positive("--n", args.n)
+        check_positive("--n", args.n)
     if args.steps is not None:
-        _check_positive("--steps", args.steps)
-    _check_device(args.device)
+        check_positive("--steps", args.steps)
+    check_device(args.device)
 
     dataset = load_data(args.data, split="test", label_column=args.label_column).take(args.n)
     bounds = parse_bounds(args.bounds) if args.bounds else tuple(dataset.bounds)
@@ -251,13 +260,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     check_batch(dataset.x, dataset.y, max(threats, key=lambda t: t.eps), None)
 
     if args.eot is not None:
-        _check_positive("--eot", args.eot)
+        check_positive("--eot", args.eot)
     if "transfer" in names and not args.surrogate:
         raise BadInput("attack 'transfer' needs --surrogate MODEL")
     joined = distributed.init_from_env(args.device)
     main_rank = distributed.is_main()  # the group is gone once shut down: ask now
     try:
-        with _RichProgress(enabled=main_rank) as progress:
+        with RichProgress(enabled=main_rank) as progress:
             model = _load_on_all_ranks(
                 args.model, args.weights, args.device, progress, bounds, args.trust_model_file
             )
@@ -378,44 +387,6 @@ def summary(report: Report, out: Path, html_path: Path) -> str:
     return "\n".join(lines)
 
 
-def parse_eps(text: str) -> list[float]:
-    """'0.1' or '0.1,0.2' or '8/255,16/255' -> floats; each must be a finite number >= 0."""
-    values = []
-    for part in (p.strip() for p in text.split(",")):
-        try:
-            if "/" in part:
-                num, den = part.split("/", 1)
-                value = float(num) / float(den)
-            else:
-                value = float(part)
-        except (ValueError, ZeroDivisionError):
-            raise BadInput(
-                f"--eps: cannot read {part!r} as a number (examples: 0.3, 8/255, 0.1,0.2)"
-            ) from None
-        if not math.isfinite(value):
-            raise BadInput(f"--eps must be finite, got {part!r}")
-        if value < 0:
-            raise BadInput(f"eps must be >= 0, got {value:g}")
-        values.append(value)
-    return values
-
-
-def parse_bounds(text: str) -> tuple[float, float]:
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        lo, hi = (float(p) for p in parts)
-    except ValueError:
-        raise BadInput(f"--bounds must be LO,HI (e.g. 0,1), got {text!r}") from None
-    return lo, hi
-
-
-def parse_attacks(text: str) -> list[str]:
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    if not names:
-        raise BadInput(f"--attacks must name at least one attack, got {text!r}")
-    return names
-
-
 def default_attacks(norm: str, gradients: bool = True) -> list[str]:
     """Cheap first: fgsm, pgd, then deepfool (linf, l2) and cw (l2). A model without gradient
     access (e.g. scikit-learn) gets the black-box attacks for its norm: square, hsj."""
@@ -472,68 +443,6 @@ def _build_attack(
     ):
         options["steps"] = steps
     return get_attack(name, threat, **options)
-
-
-def _check_positive(flag: str, value: int) -> None:
-    if value < 1:
-        raise BadInput(f"{flag} must be >= 1, got {value}")
-
-
-def _check_device(device: str) -> None:
-    kind = device.split(":", 1)[0]
-    if kind not in ("cpu", "cuda"):
-        raise BadInput(f"--device must be cpu or cuda[:index], got {device!r}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise BadInput("--device cuda: CUDA is not available on this machine")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    if isinstance(exc, KeyError) and not isinstance(exc, AdversaError):
-        text = repr(exc.args[0]) if exc.args else ""
-    first = text.splitlines()[0] if text else ""
-    return first or type(exc).__name__
-
-
-class _RichProgress:
-    """Adapts the library's `progress(description, completed, total)` callback to rich bars,
-    one per description, on stderr; invisible when stderr is not a terminal."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self._bars = Progress(
-            TextColumn("{task.description}", markup=False),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-            disable=not enabled,
-        )
-        self._tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> _RichProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._tasks:
-            self._bars.stop()
-
-    def __call__(self, description: str, completed: int, total: int) -> None:
-        if not self._tasks:
-            self._bars.start()  # on the first report, so that early errors print alone
-        task = self._tasks.get(description)
-        if task is None:
-            task = self._tasks[description] = self._bars.add_task(description, total=total)
-        self._bars.update(task, completed=completed, total=total)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The `TrainConfig` the flags describe (unknown defense or option: BadInput)."""
-    from adversa.cli.main import parse_attacks, parse_eps
+    from adversa.cli.common import parse_attacks, parse_eps
     from adversa.defenses import DEFENSES
     from adversa.defenses.train_config import TrainConfig
 
@@ -127,18 +127,18 @@ def _single_eps(values: list[float]) -> float:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from adversa.cli.main import _check_device, _RichProgress
+    from adversa.cli.common import RichProgress, check_device
     from adversa.defenses.training import train
 
     config = config_from_args(args)
-    _check_device(args.device)
+    check_device(args.device)
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     joined = distributed.init_from_env(device)
     main = distributed.is_main()
     try:
-        with _RichProgress(enabled=main) as progress:
+        with RichProgress(enabled=main) as progress:
             result = train(
                 config,
                 args.out,
