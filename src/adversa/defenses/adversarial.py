@@ -77,6 +77,17 @@ class _Iterative(BallDefense):
         return self.step_size if self.step_size is not None else 2.5 * threat.eps / self.steps
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _KLWeighted(_Iterative):
+    """TRADES and MART: a clean term plus `beta` times a KL robustness term."""
+
+    beta: float = 6.0  # weight of the KL term (TRADES: 1/lambda; MART: misclassification-aware)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_finite("beta", self.beta, positive=True)
+
+
 def _small_noise(x: Tensor, gen: torch.Generator) -> Tensor:
     """x + 0.001 N(0, 1): the start of the TRADES and MART adversaries."""
     return x + 0.001 * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
@@ -130,7 +141,7 @@ def _kl(p: Tensor, log_p: Tensor, log_q: Tensor) -> Tensor:
 
 @DEFENSES.register("trades")
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TRADES(_Iterative):
+class TRADES(_KLWeighted):
     """TRADES: clean cross-entropy plus beta times the KL to the worst point in the ball.
 
     Zhang, Yu, Jiao, Xing, El Ghaoui & Jordan 2019, "Theoretically Principled Trade-off
@@ -148,12 +159,6 @@ class TRADES(_Iterative):
     """
 
     name: ClassVar[str] = "trades"
-
-    beta: float = 6.0  # weight of the robustness (KL) term; 1/lambda in the paper
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_finite("beta", self.beta, positive=True)
 
     def train_batch(
         self,
@@ -194,7 +199,7 @@ class TRADES(_Iterative):
 
 @DEFENSES.register("mart")
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MART(_Iterative):
+class MART(_KLWeighted):
     """MART: boosted cross-entropy on x' plus a KL term weighted toward misclassified points.
 
     Wang, Zou, Yi, Bailey, Ma & Gu 2020, "Improving Adversarial Robustness Requires
@@ -211,12 +216,6 @@ class MART(_Iterative):
     """
 
     name: ClassVar[str] = "mart"
-
-    beta: float = 6.0  # weight of the misclassification-aware KL term
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_finite("beta", self.beta, positive=True)
 
     def train_batch(
         self,
