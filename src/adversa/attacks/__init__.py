@@ -3,11 +3,13 @@
 from adversa.attacks import (  # noqa: F401  (registration)
     apgd,
     autoattack,
+    categorical,
     cw,
     deepfool,
     fab,
     fgsm,
     hsj,
+    lowprofool,
     pgd,
     square,
     transfer,

@@ -78,7 +78,7 @@ def render_html(
     if len(data["curve"]) > 1:
         parts.append("<h2>Accuracy versus eps</h2>" + curve_svg(data))
     if first is not None:
-        parts.append(_gallery(first, kind, class_names, feature_names))
+        parts.append(_gallery(first, kind, class_names, feature_names, data.get("feature_changes")))
     parts.append(_config(data))
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
@@ -205,6 +205,7 @@ def _gallery(
     kind: str | None,
     class_names: Sequence[str] | None,
     feature_names: Sequence[str] | None,
+    changes: list[dict[str, Any]] | None = None,
 ) -> str:
     broken = torch.nonzero(result.broken_by >= 0).squeeze(1)[:GALLERY_SIZE].tolist()
     title = f"<h2>Adversarial examples at eps = {_fmt(result.eps)}</h2>"
@@ -215,7 +216,35 @@ def _gallery(
     if is_image:
         cards = "".join(_image_card(result, i, names, class_names) for i in broken)
         return f'{title}<div class="gallery">{cards}</div>'
+    if changes:
+        return title + _changes_table(result, changes, names, class_names)
     return title + _feature_table(result, broken, names, class_names, feature_names)
+
+
+def _changes_table(
+    result: EvalResult,
+    changes: list[dict[str, Any]],
+    names: list[str],
+    class_names: Sequence[str] | None,
+) -> str:
+    """Tabular data: every feature each example's attack changed (largest first), in the
+    units the report's `feature_changes` give (original units for scaled data sets)."""
+    units = "original units" if changes[0]["units"] == "original" else "input units"
+    head = (
+        "<tr><th>example</th><th>features changed, largest first "
+        f"(clean → adversarial, change; {units})</th></tr>"
+    )
+    body = []
+    for entry in changes:
+        text = "; ".join(
+            f"{c['feature']}: {c['before']:.4g} → {c['after']:.4g} ({c['delta']:+.3g})"
+            for c in entry["changes"]
+        )
+        body.append(
+            f"<tr><td>{_caption(result, entry['index'], names, class_names)}</td>"
+            f'<td style="text-align:left">{escape(text or "no feature changed")}</td></tr>'
+        )
+    return f"<table>{head}{''.join(body)}</table>"
 
 
 def _label(k: int, class_names: Sequence[str] | None) -> str:

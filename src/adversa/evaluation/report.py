@@ -52,6 +52,9 @@ class Report:
     # `evaluate --certify`: verified accuracy per eps beside the empirical one (see
     # adversa.certify.consistency); omitted from report.json when empty
     certified: tuple[dict[str, Any], ...] = ()
+    # tabular data: the gallery's fooled examples with the features the attack changed, in
+    # original units when the data set was scaled (`write_reports`); omitted when empty
+    feature_changes: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def from_results(
@@ -101,6 +104,8 @@ class Report:
             del out["defense"]
         if not out["certified"]:
             del out["certified"]
+        if not out["feature_changes"]:
+            del out["feature_changes"]
         return out
 
     def to_json(self) -> str:
@@ -148,11 +153,17 @@ def write_reports(
     kind: str | None = None,
     class_names: tuple[str, ...] | list[str] | None = None,
     feature_names: tuple[str, ...] | list[str] | None = None,
+    scaler: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Write `report.json` and `report.html` into `out_dir` (created if missing), each
-    atomically. `results` (optional) supplies the examples for the HTML gallery."""
+    atomically. `results` (optional) supplies the examples for the HTML gallery. For tabular
+    data the report also lists, per gallery example, the features the attack changed in
+    original units: `scaler` (a data set's `meta["scaler"]`) undoes the scaling, and by
+    default it is the scaler of the built-in data set named in `report.config["data"]`."""
     from adversa.evaluation.html import render_html
 
+    if results is not None and kind == "tabular":
+        report = _with_feature_changes(report, results, scaler, feature_names, class_names)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = report.write_json(out / REPORT_JSON)
@@ -162,6 +173,56 @@ def write_reports(
     html_path = out / REPORT_HTML
     atomic_write_text(html_path, html)
     return json_path, html_path
+
+
+def _with_feature_changes(
+    report: Report,
+    results: SweepResult | EvalResult,
+    scaler: Mapping[str, Any] | None,
+    feature_names: tuple[str, ...] | list[str] | None,
+    class_names: tuple[str, ...] | list[str] | None,
+) -> Report:
+    from adversa.evaluation.html import GALLERY_SIZE, _first_result
+    from adversa.tabular.changes import example_changes
+
+    result = _first_result(results)
+    if result is None or result.x.dim() != 2:
+        return report
+    if scaler is None:
+        scaler = _builtin_scaler(report.config.get("data"), result.x.shape[1])
+    rows = torch.nonzero(result.broken_by >= 0).squeeze(1)[:GALLERY_SIZE]
+    if rows.numel() == 0:
+        return report
+    changes = example_changes(result.x[rows], result.x_adv[rows], scaler, feature_names)
+
+    def label(k: int) -> str | int:
+        return class_names[k] if class_names is not None and k < len(class_names) else k
+
+    entries = tuple(
+        {
+            "eps": result.eps,
+            "index": int(i),
+            "true": label(int(result.y[i])),
+            "adversarial": label(int(result.adv_pred[i])),
+            "attack": result.attacks[int(result.broken_by[i])].name,
+            "units": "original" if scaler is not None else "input",
+            "changes": row,
+        }
+        for i, row in zip(rows.tolist(), changes, strict=True)
+    )
+    return dataclasses.replace(report, feature_changes=entries)
+
+
+def _builtin_scaler(data: Any, num_features: int) -> Mapping[str, Any] | None:
+    """The scaler of the built-in data set named `data`, if it has one of that width."""
+    from adversa.data import list_datasets, load_data
+
+    if not isinstance(data, str) or data.strip().lower() not in list_datasets():
+        return None
+    scaler = load_data(data).meta.get("scaler")
+    if scaler is None or len(scaler["min"]) != num_features:
+        return None
+    return scaler
 
 
 def _jsonable(value: Any) -> Any:

@@ -121,3 +121,47 @@ def feature_changes(
     after = unscale(dataset, x_adv.double()) if scaled else x_adv.double()
     names = dataset.feature_names or tuple(f"x{i}" for i in range(x.shape[1]))
     return FeatureChanges(before, after, (x_adv - x).abs() > atol, tuple(names))
+
+
+def scaler_changes(
+    x: Tensor,
+    x_adv: Tensor,
+    scaler: Mapping[str, Any] | None,
+    feature_names: Sequence[str] | None = None,
+    atol: float = 1e-6,
+) -> FeatureChanges:
+    """`feature_changes` from a scaler record (`{"min": [...], "scale": [...]}`, as in a data
+    set's `meta["scaler"]`) instead of a data set; None reports the inputs as they are."""
+    if x.dim() != 2 or x_adv.shape != x.shape:
+        raise BadInput(
+            f"x and x_adv must be flat (B, D) and alike, got {tuple(x.shape)}, {tuple(x_adv.shape)}"
+        )
+    before, after = x.detach().cpu().double(), x_adv.detach().cpu().double()
+    if scaler is not None:
+        lo = torch.as_tensor(scaler["min"], dtype=torch.float64)
+        scale = torch.as_tensor(scaler["scale"], dtype=torch.float64)
+        if lo.shape != (x.shape[1],) or scale.shape != (x.shape[1],):
+            raise BadInput(f"the scaler has {lo.numel()} features, the inputs {x.shape[1]}")
+        before, after = before * scale + lo, after * scale + lo
+    names = tuple(feature_names) if feature_names else tuple(f"x{i}" for i in range(x.shape[1]))
+    if len(names) != x.shape[1]:
+        raise BadInput(f"{len(names)} feature names for {x.shape[1]} features")
+    changed = (x_adv.detach().cpu() - x.detach().cpu()).abs() > atol
+    return FeatureChanges(before, after, changed, names)
+
+
+def example_changes(
+    x: Tensor,
+    x_adv: Tensor,
+    scaler: Mapping[str, Any] | None,
+    feature_names: Sequence[str] | None = None,
+) -> list[list[dict[str, Any]]]:
+    """Per row, its changed features in original units (`{feature, before, after, delta}`),
+    largest change first, measured as a share of the feature's range (the scaled change)."""
+    changes = scaler_changes(x, x_adv, scaler, feature_names)
+    size = (x_adv.detach().cpu() - x.detach().cpu()).abs()
+    rows = changes.records()
+    for r, row in enumerate(rows):
+        order = {name: float(size[r, i]) for i, name in enumerate(changes.feature_names)}
+        row.sort(key=lambda rec: -order[rec["feature"]])
+    return rows
