@@ -34,16 +34,29 @@ def test_activation_clustering_finds_badnets(backdoored):
     assert metrics["auc"] >= 0.95
 
 
-def test_spectral_signatures_ranks_badnets_above_chance(backdoored):
+def test_spectral_signatures_find_badnets(backdoored):
     poisoned, net = backdoored
     det = get_detector("spectral", rate=0.05)(net, poisoned.x, poisoned.y)
     assert det.scores.shape == (len(poisoned.y),) and int(det.flagged.sum()) == 150
-    # Known shortfall: measured global AUC 0.77, recall 0.11 at precision 0.07 (within the
-    # target class the AUC is 0.92); the >= 80% recall goal is not met on this setup.
-    assert det.metrics(poisoned.poisoned_idx)["auc"] >= 0.65
-    target = poisoned.y == 0
-    truth = poisoned.mask[target]
-    assert roc_auc(det.scores[target], truth) >= 0.85
+    metrics = det.metrics(poisoned.poisoned_idx)
+    # measured: recall 1.00 at precision 0.67 (= 100 poisons / 150 flagged, the 1.5x rule),
+    # AUC 1.00; the same on 20 of 20 runs (2000/4000 images, 5%/10%, five target classes)
+    assert metrics["recall"] >= 0.8 and metrics["precision"] >= 0.6, metrics
+    assert metrics["auc"] >= 0.95, metrics
+    assert bool((poisoned.y[det.flagged] == 0).all())  # only the poisoned class is flagged
+    # the unwhitened variant ranks them far worse (measured AUC 0.77, recall 0.11)
+    tran = get_detector("spectral", rate=0.05, method="tran")(net, poisoned.x, poisoned.y)
+    assert tran.metrics(poisoned.poisoned_idx)["recall"] <= metrics["recall"]
+
+
+def test_spectral_signatures_on_a_blend_backdoor(data):
+    train, _ = data
+    poisoned = POISONS.get("blend", rate=0.05, target_class=4, alpha=0.2)(train, seed=1)
+    net = fit(poisoned.x, poisoned.y, seed=1)
+    metrics = get_detector("spectral", rate=0.05)(net, poisoned.x, poisoned.y).metrics(
+        poisoned.poisoned_idx
+    )
+    assert metrics["recall"] >= 0.8 and metrics["auc"] >= 0.9, metrics  # measured 1.00, 1.00
 
 
 def test_strip_flags_triggered_inputs(backdoored, data):
@@ -80,6 +93,8 @@ def test_roc_auc_handles_ties():
 def test_bad_detector_input():
     with pytest.raises(BadInput, match="rate must be in"):
         get_detector("spectral", rate=1.0)
+    with pytest.raises(BadInput, match="method must be"):
+        get_detector("spectral", method="spectre")
     with pytest.raises(BadInput, match="max_cluster_share"):
         get_detector("ac", max_cluster_share=0.7)
     with pytest.raises(BadInput, match="n_overlays"):

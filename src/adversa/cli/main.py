@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("ibp", "crown"),
         help="also verify each point with IBP or CROWN bounds and check certified <= robust",
     )
+    ev.add_argument(
+        "--backdoor",
+        metavar="DIR",
+        help="a directory from `adversa poison`: also report the attack success rate of its "
+        "trigger (in report.json under config.backdoor)",
+    )
     ev.add_argument("--out", required=True, help="output directory (created if missing)")
     ev.set_defaults(handler=cmd_evaluate)
     add_reformer_parser(commands, common)
@@ -338,6 +344,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "certify": args.certify,
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }
+    if args.backdoor:
+        from adversa.cli.poison import backdoor_summary
+
+        config["backdoor"] = backdoor_summary(model, dataset, args.backdoor)
     report = Report.from_results(sweep, config=config, seconds=time.perf_counter() - start)
     if evaluation is not None:
         report = attach_to_report(report, evaluation)
@@ -355,6 +365,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         feature_names=dataset.feature_names,
     )
     print(summary(report, Path(args.out), html_path))
+    if args.backdoor:
+        bd = config["backdoor"]
+        print(f"backdoor: clean accuracy {bd['clean_accuracy']:.1%}   ASR {bd['asr']:.1%}")
     if evaluation is not None:
         print(defense_summary(evaluation))
     return EXIT_OK

@@ -6,8 +6,13 @@ adversa poison --data D --attack badnets --rate 0.05 --target-class 0 --out DIR
 adversa backdoor-eval --model M --backdoor DIR [--data D]
     clean accuracy and attack success rate, always both (test split of the manifest's data).
 adversa inspect-data --data DIR/poisoned.npz --model M --detector spectral [--rate R]
+                     [--retrain [--retrain-epochs K]]
     per-sample scores and flagged indices (DIR/inspect.json with --out); precision, recall
-    and ROC AUC when the .npz carries poisoned_idx.
+    and ROC AUC when the .npz carries poisoned_idx. --retrain trains a fresh small network
+    (the built-in recipe of `adversa.poisoning.surrogate.fit_classifier`) on the data with the
+    flagged samples removed and reports clean accuracy and ASR of the given model ("before")
+    and of the retrained one ("after"); the trigger and test data come from the manifest.json
+    next to the .npz.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ def add_poison_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         "poison", parents=[common], help="poison a training set (backdoor or label flips)"
     )
     po.add_argument("--data", required=True, help="built-in name (train split) or file")
-    po.add_argument("--attack", required=True, help="badnets, blend, label-flip")
+    po.add_argument("--attack", required=True, help="badnets, blend, clean-label, label-flip")
     po.add_argument("--rate", type=float, required=True, help="share of samples, in (0, 1)")
     po.add_argument("--target-class", type=int, help="backdoor / targeted-flip target")
     po.add_argument("--source-class", type=int, help="targeted label flipping source")
     po.add_argument("--mode", help="label-flip mode: random, targeted, loss")
     po.add_argument("--patch-size", type=int, help="badnets patch side")
     po.add_argument("--alpha", type=float, help="blend weight of the trigger")
+    po.add_argument("--eps", type=float, help="clean-label: radius of the PGD perturbation")
     po.add_argument("--seed", type=int, default=0)
     po.add_argument("--out", required=True)
     po.set_defaults(handler=cmd_poison)
@@ -58,6 +64,13 @@ def add_poison_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     ins.add_argument("--weights")
     ins.add_argument("--detector", default="spectral", help="spectral, activation-clustering, loss")
     ins.add_argument("--rate", type=float, help="expected poison share (spectral, loss)")
+    ins.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain a small network without the flagged samples; ASR and accuracy before/after",
+    )
+    ins.add_argument("--retrain-epochs", type=int, default=4, help="epochs of the retraining")
+    ins.add_argument("--seed", type=int, default=0, help="seed of the retraining")
     ins.add_argument("--out", help="write DIR/inspect.json")
     ins.set_defaults(handler=cmd_inspect_data)
 
@@ -73,7 +86,7 @@ def cmd_poison(args: argparse.Namespace) -> int:
     from adversa.poisoning import POISONS
 
     options: dict[str, Any] = {"rate": args.rate}
-    for flag in ("target_class", "source_class", "mode", "patch_size", "alpha"):
+    for flag in ("target_class", "source_class", "mode", "patch_size", "alpha", "eps"):
         if getattr(args, flag) is not None:
             options[flag] = getattr(args, flag)
     attack = POISONS.get(args.attack, **options)
@@ -117,22 +130,51 @@ def _read_manifest(directory: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _trigger(directory: Path, manifest: dict[str, Any]) -> Any:
+    from adversa.poisoning import Trigger
+
+    if manifest.get("target_class") is None or "trigger.npz" not in manifest["files"]:
+        raise BadInput(f"--backdoor {directory}: {manifest['attack']} has no trigger")
+    with np.load(directory / "trigger.npz") as arrays:
+        return Trigger(torch.tensor(arrays["pattern"]), torch.tensor(arrays["mask"]))
+
+
+def backdoor_metrics(model: Any, test: Any, trigger: Any, target: int) -> dict[str, float]:
+    """Clean accuracy and attack success rate of `model` on the `test` Dataset, together."""
+    from adversa.poisoning import attack_success_rate
+    from adversa.poisoning.base import predict_labels
+
+    clean = float((predict_labels(model, test.x) == test.y).float().mean())
+    asr = attack_success_rate(model, test.x, test.y, trigger, target)
+    return {"clean_accuracy": clean, "asr": asr}
+
+
+def backdoor_summary(model: Any, test: Any, directory: str) -> dict[str, Any]:
+    """`backdoor_metrics` of the backdoor written by `adversa poison` into `directory`, with
+    the directory and target class (for `adversa evaluate --backdoor DIR`)."""
+    manifest = _read_manifest(directory)
+    trigger = _trigger(Path(directory), manifest)
+    target = manifest["target_class"]
+    return {
+        "dir": str(directory),
+        "target_class": target,
+        **backdoor_metrics(model, test, trigger, target),
+    }
+
+
 def cmd_backdoor_eval(args: argparse.Namespace) -> int:
     from adversa.data import load_data
     from adversa.model.load import load_model
-    from adversa.poisoning import Trigger, attack_success_rate
-    from adversa.poisoning.base import predict_labels
 
     manifest = _read_manifest(args.backdoor)
-    if manifest.get("target_class") is None or "trigger.npz" not in manifest["files"]:
-        raise BadInput(f"--backdoor {args.backdoor}: {manifest['attack']} has no trigger")
-    with np.load(Path(args.backdoor) / "trigger.npz") as arrays:
-        trigger = Trigger(torch.tensor(arrays["pattern"]), torch.tensor(arrays["mask"]))
+    trigger = _trigger(Path(args.backdoor), manifest)
     test = load_data(args.data or manifest["data"], split="test")
     model = load_model(args.model, weights=args.weights)
-    clean = float((predict_labels(model, test.x) == test.y).float().mean())
-    asr = attack_success_rate(model, test.x, test.y, trigger, manifest["target_class"])
-    print(f"clean accuracy {100 * clean:5.1f}%   attack success rate {100 * asr:5.1f}%")
+    m = backdoor_metrics(model, test, trigger, manifest["target_class"])
+    print(
+        f"clean accuracy {100 * m['clean_accuracy']:5.1f}%   "
+        f"attack success rate {100 * m['asr']:5.1f}%"
+    )
     return 0
 
 
@@ -141,6 +183,8 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     from adversa.model.load import load_model
     from adversa.poisoning import get_detector
 
+    if args.retrain_epochs < 1:
+        raise BadInput(f"--retrain-epochs must be >= 1, got {args.retrain_epochs}")
     dataset = load_data(args.data, split="train")
     options = {"rate": args.rate} if args.rate is not None else {}
     detector = get_detector(args.detector, **options)
@@ -160,6 +204,46 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     if "metrics" in report:
         m = report["metrics"]
         print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  ROC AUC {m['auc']:.3f}")
+    if args.retrain:
+        report["retrain"] = _retrain(args, path, dataset, model, detection.flagged)
+        before, after = report["retrain"]["before"], report["retrain"]["after"]
+        for label, m in (("before", before), ("after", after)):
+            print(
+                f"{label:<6} clean accuracy {100 * m['clean_accuracy']:5.1f}%   "
+                f"attack success rate {100 * m['asr']:5.1f}%"
+            )
     if args.out:
         atomic_write_text(Path(args.out) / "inspect.json", json.dumps(report) + "\n")
     return 0
+
+
+def _retrain(
+    args: argparse.Namespace, path: Path, dataset: Any, model: Any, flagged: torch.Tensor
+) -> dict[str, Any]:
+    """Retrain on the unflagged samples; the backdoor's metrics before and after."""
+    from adversa.data import load_data
+    from adversa.poisoning.surrogate import fit_classifier
+
+    manifest_path = path.parent / "manifest.json"
+    if path.suffix != ".npz" or not manifest_path.exists():
+        raise BadInput(
+            f"--retrain needs --data DIR/poisoned.npz with DIR/manifest.json (from `adversa "
+            f"poison`), got {args.data}"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    trigger = _trigger(path.parent, manifest)
+    test = load_data(manifest["data"], split="test")
+    keep = ~flagged
+    net = fit_classifier(
+        dataset.x[keep],
+        dataset.y[keep],
+        dataset.num_classes,
+        epochs=args.retrain_epochs,
+        seed=args.seed,
+    )
+    target = manifest["target_class"]
+    return {
+        "recipe": {"epochs": args.retrain_epochs, "seed": args.seed, "n_train": int(keep.sum())},
+        "before": backdoor_metrics(model, test, trigger, target),
+        "after": backdoor_metrics(net, test, trigger, target),
+    }

@@ -22,6 +22,7 @@ from adversa.poisoning.base import (
     detection_metrics,
     roc_auc,
 )
+from adversa.poisoning.clean_label import CleanLabel
 from adversa.poisoning.detect import (
     DETECTORS,
     ActivationClustering,
@@ -31,6 +32,8 @@ from adversa.poisoning.detect import (
     get_detector,
     penultimate_features,
 )
+from adversa.poisoning.feature_collision import FeatureCollision
+from adversa.poisoning.gradient_matching import GradientMatching
 from adversa.poisoning.label_flip import LabelFlip
 from adversa.poisoning.strip import STRIP
 
@@ -41,7 +44,10 @@ __all__ = [
     "ActivationClustering",
     "BadNets",
     "Blend",
+    "CleanLabel",
     "Detection",
+    "FeatureCollision",
+    "GradientMatching",
     "LabelFlip",
     "LossFilter",
     "PoisonAttack",
