@@ -16,8 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-import adversa.cli.main as cli
-from adversa.cli.main import main, parse_eps
+import adversa.cli.evaluate as cli_evaluate
+from adversa.cli.common import parse_eps
+from adversa.cli.main import main
 
 N = 120  # points per test file: enough for a real evaluation, fast on one thread
 
@@ -168,7 +169,7 @@ def test_other_errors_exit_1_with_traceback_only_when_debugging(
     def boom(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(cli, "evaluate_sweep", boom)
+    monkeypatch.setattr(cli_evaluate, "evaluate_sweep", boom)
     assert main(_argv(files, tmp_path)) == 1
     err = capsys.readouterr().err
     assert "adversa: internal error: RuntimeError: boom (run with --debug" in err

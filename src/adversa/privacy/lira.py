@@ -37,6 +37,7 @@ from adversa.privacy.membership import (
 )
 from adversa.privacy.stacked import (
     DEFAULT_TRAINING,
+    Progress,
     StackedMLP,
     StackedTraining,
     random_halves,
@@ -67,12 +68,21 @@ def train_references(
     training: StackedTraining = DEFAULT_TRAINING,
     seed: int = 0,
     num_classes: int | None = None,
+    progress: Progress | None = None,
 ) -> References:
     """Train `num_models` MLPs at once, each on a random half of the pool (x, y) drawn with
     `seed`; returns them with their membership masks."""
     check_candidates(x, y)
     masks = random_halves(num_models, x.shape[0], seed)
-    net = train_stacked(x, y, masks, dataclasses.replace(training, seed=seed + 1), num_classes)
+    net = train_stacked(
+        x,
+        y,
+        masks,
+        dataclasses.replace(training, seed=seed + 1),
+        num_classes,
+        progress,
+        f"{num_models} reference models",
+    )
     return References(net=net, masks=masks)
 
 
@@ -162,15 +172,29 @@ class LiRA:
             + ("-fixed" if self.fixed_variance else "")
         )
 
-    def references(self, x: Tensor, y: Tensor, num_classes: int | None = None) -> References:
-        return train_references(x, y, self.num_references, self.training, self.seed, num_classes)
+    def references(
+        self,
+        x: Tensor,
+        y: Tensor,
+        num_classes: int | None = None,
+        progress: Progress | None = None,
+    ) -> References:
+        """Train this configuration's reference models on random halves of (x, y)."""
+        return train_references(
+            x, y, self.num_references, self.training, self.seed, num_classes, progress
+        )
 
     def __call__(
-        self, model: Model, x: Tensor, y: Tensor, references: References | None = None
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        references: References | None = None,
+        progress: Progress | None = None,
     ) -> MembershipResult:
         check_candidates(x, y)
         if references is None:
-            references = self.references(x, y, model.num_classes)
+            references = self.references(x, y, model.num_classes, progress)
         if references.masks.shape != (references.net.num_models, x.shape[0]):
             raise ShapeError(
                 f"reference masks {tuple(references.masks.shape)} do not match "

@@ -21,7 +21,13 @@ from torch import Tensor
 from adversa.errors import BadInput
 from adversa.model.wrapped import Model
 from adversa.privacy.membership import MembershipResult, check_candidates, model_logits
-from adversa.privacy.stacked import DEFAULT_TRAINING, StackedTraining, random_halves, train_stacked
+from adversa.privacy.stacked import (
+    DEFAULT_TRAINING,
+    Progress,
+    StackedTraining,
+    random_halves,
+    train_stacked,
+)
 
 ATTACK_TRAINING = StackedTraining(hidden=(64,), steps=300, lr=1e-2)
 
@@ -43,7 +49,13 @@ class ShadowAttack:
     name = "shadow"
 
     def __call__(
-        self, model: Model, x: Tensor, y: Tensor, x_shadow: Tensor, y_shadow: Tensor
+        self,
+        model: Model,
+        x: Tensor,
+        y: Tensor,
+        x_shadow: Tensor,
+        y_shadow: Tensor,
+        progress: Progress | None = None,
     ) -> MembershipResult:
         check_candidates(x, y)
         check_candidates(x_shadow, y_shadow)
@@ -55,6 +67,8 @@ class ShadowAttack:
             masks,
             dataclasses.replace(self.training, seed=self.seed + 1),
             num_classes,
+            progress,
+            f"{self.num_shadows} shadow models",
         )
         features = torch.log_softmax(shadows.logits(x_shadow), -1).flatten(0, 1)  # (M*N, C)
         labels = masks.flatten().long()  # IN = 1
@@ -68,6 +82,8 @@ class ShadowAttack:
             per_class,
             dataclasses.replace(self.attack_training, seed=self.seed + 2),
             2,
+            progress,
+            "attack models",
         )
         with model.counting() as counter:
             target = torch.log_softmax(model_logits(model, x), -1).cpu()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -127,16 +128,22 @@ class StackedMLP(nn.Module):
 
 
 DEFAULT_TRAINING = StackedTraining()
+Progress = Callable[[str, int, int], None]  # (description, completed, total)
 
 
 def random_halves(num_models: int, n: int, seed: int) -> Tensor:
-    """Membership masks (M, N): each row is a uniformly random half of the N pool examples
-    (`n // 2` True), drawn from a generator seeded with `seed`."""
+    """Membership masks (M, N) in complementary pairs: row 2k is a uniformly random half of
+    the N pool examples (`n // 2` True) and row 2k+1 its complement, drawn from a generator
+    seeded with `seed`. So with M even every example is IN for exactly M/2 models and OUT
+    for M/2 (as Carlini et al. 2022's reference sets), which the per-example Gaussian fits
+    of LiRA need; an odd M adds one unpaired random half."""
     if num_models < 1 or n < 2:
         raise BadInput(f"need num_models >= 1 and a pool of >= 2 examples, got {num_models}, {n}")
     gen = make_generator(seed)
-    ranks = torch.rand(num_models, n, generator=gen).argsort(dim=1).argsort(dim=1)
-    return ranks < n // 2
+    pairs = (num_models + 1) // 2
+    ranks = torch.rand(pairs, n, generator=gen).argsort(dim=1).argsort(dim=1)
+    halves = ranks < n // 2
+    return torch.stack([halves, ~halves], dim=1).reshape(2 * pairs, n)[:num_models]
 
 
 def train_stacked(
@@ -145,11 +152,14 @@ def train_stacked(
     masks: Tensor,
     config: StackedTraining,
     num_classes: int | None = None,
+    progress: Progress | None = None,
+    description: str = "training models",
 ) -> StackedMLP:
     """Train M = masks.shape[0] MLPs at once; model m on `x[masks[m]]`, `y[masks[m]]`.
 
     `x` is (N, ...) (flattened to features), `y` (N,) int64, `masks` (M, N) bool with at
-    least one True per row. Deterministic for a fixed `config.seed`."""
+    least one True per row. Deterministic for a fixed `config.seed`. `progress` (optional)
+    is called as progress(description, step, steps) every 10 steps and at the end."""
     if masks.dim() != 2 or masks.shape[1] != x.shape[0] or y.shape[0] != x.shape[0]:
         raise ShapeError(
             f"masks must be (M, N) for x of N={x.shape[0]}, got masks {tuple(masks.shape)}, "
@@ -166,7 +176,9 @@ def train_stacked(
     opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     weight = masks.float() / counts.unsqueeze(1).float()  # per-model mean over its examples
     targets = y.unsqueeze(0).expand(masks.shape[0], -1)
-    for _ in range(config.steps):
+    for step in range(config.steps):
+        if progress is not None and step % 10 == 0:
+            progress(description, step, config.steps)
         opt.zero_grad(set_to_none=True)
         logits = net(flat)
         loss = nn.functional.cross_entropy(
@@ -177,4 +189,6 @@ def train_stacked(
         )
         (loss.reshape(masks.shape) * weight).sum().backward()
         opt.step()
+    if progress is not None:
+        progress(description, config.steps, config.steps)
     return net.eval()

@@ -1,0 +1,230 @@
+"""Reports of the privacy commands: `privacy.json` / `privacy.html` (membership inference) and
+`inversion.json` / `inversion.html` (model inversion), each written atomically.
+
+The membership page shows the log-log ROC of every attack beside the global-threshold
+baseline (Yeom et al. 2018), with AUC, balanced accuracy and TPR at each low FPR, as Carlini
+et al. 2022 ask; the inversion page shows, per class, the real class mean beside one
+reconstruction per initialisation, and the quantitative measures. Cost: no model passes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from adversa.evaluation.html import _CSS, _png
+from adversa.io import atomic_write_text
+from adversa.privacy.inversion import InversionResult
+from adversa.privacy.membership import MembershipResult
+from adversa.privacy.metrics import DEFAULT_FPRS, roc_curve, roc_svg
+from adversa.versions import versions
+
+BASELINE = "loss-threshold"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def membership_report(
+    results: list[MembershipResult],
+    members: Tensor,
+    *,
+    config: dict[str, Any],
+    seed: int,
+    seconds: float,
+    fprs: tuple[float, ...] = DEFAULT_FPRS,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON content of `privacy.json`: per attack its metrics, cost and ROC curve."""
+    attacks = []
+    for result in results:
+        metrics = result.metrics(members, fprs).as_dict()
+        fpr, tpr = roc_curve(result.scores, members)
+        attacks.append(
+            {
+                "name": result.name,
+                **metrics,
+                "forward_calls": result.cost.forward,
+                "queries": result.cost.queries,
+                "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+            }
+        )
+    return {
+        "kind": "membership-inference",
+        "timestamp": _now(),
+        "seed": seed,
+        "seconds": round(seconds, 3),
+        "baseline": BASELINE,
+        "fprs": list(fprs),
+        "attacks": attacks,
+        **(extra or {}),
+        "config": config,
+        "versions": versions(),
+    }
+
+
+def _kv(mapping: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(str(k))}</td><td><code>{escape(json.dumps(v))}</code></td></tr>"
+        for k, v in mapping.items()
+    )
+    return f'<table class="kv">{rows}</table>'
+
+
+def _page(title: str, body: list[str], data: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body><main>",
+            f"<h1>{escape(title)}</h1>",
+            f'<div class="muted">{escape(data["timestamp"])} UTC · seed {data["seed"]} · '
+            f"{data['seconds']:.1f} s in total</div>",
+            *body,
+            "<h2>Configuration</h2>",
+            _kv(data["config"]),
+            "<h2>Versions</h2>",
+            _kv(data["versions"]),
+            "</main></body></html>\n",
+        ]
+    )
+
+
+def render_membership_html(data: dict[str, Any]) -> str:
+    """`privacy.html`: a metrics table (baseline first) and the log-log ROC plot."""
+    import torch
+
+    fprs = data["fprs"]
+    head = (
+        "<tr><th>attack</th><th>AUC</th><th>balanced accuracy</th>"
+        + "".join(f"<th>TPR at {100 * f:g}% FPR</th>" for f in fprs)
+        + "<th>forward passes</th></tr>"
+    )
+    rows = []
+    for a in data["attacks"]:
+        tag = " (baseline)" if a["name"] == data["baseline"] else ""
+        cells = "".join(f"<td>{100 * a['tpr_at_fpr'][str(f)]:.2f}%</td>" for f in fprs)
+        rows.append(
+            f"<tr><td>{escape(a['name'] + tag)}</td><td>{a['auc']:.3f}</td>"
+            f"<td>{100 * a['balanced_accuracy']:.1f}%</td>{cells}"
+            f"<td>{a['forward_calls']}</td></tr>"
+        )
+    curves = {
+        a["name"]: (torch.tensor(a["roc"]["fpr"]), torch.tensor(a["roc"]["tpr"]))
+        for a in data["attacks"]
+    }
+    first = data["attacks"][0]
+    body = [
+        f'<div class="muted">{first["n_members"]} members, {first["n_nonmembers"]} '
+        "non-members. Scores rank candidates; TPR at low FPR is the number that matters "
+        "(Carlini et al. 2022); the global loss threshold (Yeom et al. 2018) is the "
+        "baseline.</div>",
+        f"<h2>Attacks</h2><table>{head}{''.join(rows)}</table>",
+        "<h2>ROC curve (log-log)</h2>",
+        roc_svg(curves),
+    ]
+    if data.get("membership_source"):
+        body.insert(0, f"<p>Membership: {escape(str(data['membership_source']))}</p>")
+    return _page("Membership inference report", body, data)
+
+
+def write_membership_reports(directory: str | Path, data: dict[str, Any]) -> tuple[Path, Path]:
+    """Write DIR/privacy.json and DIR/privacy.html atomically; return both paths."""
+    out = Path(directory)
+    json_path = atomic_write_text(out / "privacy.json", json.dumps(data, indent=2) + "\n")
+    html_path = atomic_write_text(out / "privacy.html", render_membership_html(data))
+    return json_path, html_path
+
+
+def inversion_report(
+    result: InversionResult,
+    measures: dict[str, Any],
+    *,
+    config: dict[str, Any],
+    seed: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """The JSON content of `inversion.json` (reconstructions are kept in the HTML only)."""
+    return {
+        "kind": "model-inversion",
+        "timestamp": _now(),
+        "seed": seed,
+        "seconds": round(seconds, 3),
+        "classes": result.classes.tolist(),
+        "inits": list(result.inits),
+        "confidence": result.confidence.tolist(),
+        "steps_run": result.steps_run.tolist(),
+        "forward_calls": result.cost.forward,
+        "backward_calls": result.cost.backward,
+        "measures": measures,
+        "config": config,
+        "versions": versions(),
+    }
+
+
+def render_inversion_html(
+    data: dict[str, Any],
+    result: InversionResult,
+    means: Tensor,
+    bounds: tuple[float, float],
+    class_names: list[str] | None = None,
+) -> str:
+    """`inversion.html`: per class, the real class mean then each initialisation's
+    reconstruction (with the attacked model's confidence), and the measures."""
+    lo, hi = bounds
+
+    def img(x: Tensor, label: str) -> str:
+        scaled = (x.float() - lo) / (hi - lo)
+        return (
+            f'<figure><img alt="{escape(label)}" src="data:image/png;base64,{_png(scaled)}">'
+            f"{escape(label)}</figure>"
+        )
+
+    cards = []
+    for k, c in enumerate(result.classes.tolist()):
+        name = class_names[c] if class_names and c < len(class_names) else str(c)
+        figures = [img(means[c], "class mean")]
+        for i, init in enumerate(result.inits):
+            conf = float(result.confidence[k, i])
+            figures.append(img(result.x[k, i], f"{init} ({100 * conf:.0f}%)"))
+        cards.append(
+            f'<div class="ex">{"".join(figures)}<div class="muted">class {escape(name)}</div></div>'
+        )
+    m = data["measures"]
+    rows = "".join(
+        f"<tr><td>{escape(k)}</td><td>{escape(json.dumps(v))}</td></tr>" for k, v in m.items()
+    )
+    body = [
+        "<p>MIFace (Fredrikson et al. 2015): gradient descent on the input to maximise the "
+        "target class's confidence. Each row: the real class mean, then one reconstruction "
+        "per initialisation with the attacked model's confidence.</p>",
+        f'<h2>Reconstructions</h2><div class="gallery">{"".join(cards)}</div>',
+        f'<h2>Measures</h2><table class="kv">{rows}</table>',
+        "<p class='muted'>target_rate: share of reconstructions the attacked model assigns to "
+        "their class; independent_rate: the same for an independently trained model; *_rmse: "
+        "root mean squared distance to the nearest training image, the nearest one of the "
+        "class, and the class mean.</p>",
+    ]
+    return _page("Model inversion report", body, data)
+
+
+def write_inversion_reports(
+    directory: str | Path,
+    data: dict[str, Any],
+    result: InversionResult,
+    means: Tensor,
+    bounds: tuple[float, float],
+    class_names: list[str] | None = None,
+) -> tuple[Path, Path]:
+    """Write DIR/inversion.json and DIR/inversion.html atomically; return both paths."""
+    out = Path(directory)
+    json_path = atomic_write_text(out / "inversion.json", json.dumps(data, indent=2) + "\n")
+    html = render_inversion_html(data, result, means, bounds, class_names)
+    html_path = atomic_write_text(out / "inversion.html", html)
+    return json_path, html_path

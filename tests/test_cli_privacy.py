@@ -1,0 +1,145 @@
+"""`adversa privacy` and `adversa invert` on a deliberately overfitted digits MLP (120
+members, TorchScript), in-process through `adversa.cli.main.main`."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from conftest import digits_split
+from sklearn.linear_model import LogisticRegression
+
+from adversa.cli.main import main
+from adversa.privacy import StackedTraining, train_stacked
+
+N = 120
+FAST = ["--shadows", "4", "--shadow-steps", "60", "--shadow-hidden", "32"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    x_train, y_train, x_test, y_test = digits_split()
+    root = tmp_path_factory.mktemp("cli-privacy")
+    members = (x_train[:N], y_train[:N])
+    masks = torch.ones(1, N, dtype=torch.bool)
+    net = train_stacked(*members, masks, StackedTraining(hidden=(128,), steps=150), 10)
+    paths = {name: root / f"{name}.npz" for name in ("members", "nonmembers", "shadow", "all")}
+    np.savez(paths["members"], x=members[0].numpy(), y=members[1].numpy())
+    np.savez(paths["nonmembers"], x=x_test[:N].numpy(), y=y_test[:N].numpy())
+    np.savez(paths["shadow"], x=x_train[N : 3 * N].numpy(), y=y_train[N : 3 * N].numpy())
+    np.savez(paths["all"], x=x_train[:400].numpy(), y=y_train[:400].numpy())
+    paths["model"] = root / "model.pt"
+    with warnings.catch_warnings():  # torch deprecates TorchScript; users still hand it to us
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(net.member(0)), paths["model"])
+    paths["sklearn"] = root / "lr.joblib"
+    joblib.dump(
+        LogisticRegression(max_iter=200).fit(x_train[:300], y_train[:300]), paths["sklearn"]
+    )
+    return paths
+
+
+def _known(files: dict[str, Path]) -> list[str]:
+    return [
+        "--model",
+        str(files["model"]),
+        "--members",
+        str(files["members"]),
+        "--nonmembers",
+        str(files["nonmembers"]),
+    ]
+
+
+def test_privacy_all_attacks_writes_reports(files, tmp_path) -> None:
+    out = tmp_path / "out"
+    argv = ["privacy", *_known(files), "--shadow-data", str(files["shadow"]), "--attack", "all"]
+    assert main([*argv, *FAST, "--seed", "3", "--out", str(out)]) == 0
+    data = json.loads((out / "privacy.json").read_text())
+    names = [a["name"] for a in data["attacks"]]
+    assert names == ["loss-threshold", "shadow", "lira-online", "lira-offline"]
+    assert data["baseline"] == "loss-threshold" and data["seed"] == 3
+    assert data["config"]["n_members"] == N and data["config"]["shadow_pool"] == 2 * N
+    assert "torch" in data["versions"]
+    base = data["attacks"][0]
+    print({a["name"]: round(a["auc"], 3) for a in data["attacks"]})
+    assert base["auc"] > 0.6  # 120 members, 150 full-batch steps: overfitted
+    assert set(base["tpr_at_fpr"]) == {"0.01", "0.001"}
+    assert all(0.0 <= a["balanced_accuracy"] <= 1.0 for a in data["attacks"])
+    html = (out / "privacy.html").read_text()
+    assert "<svg" in html and "(baseline)" in html and "TPR at 0.1% FPR" in html
+
+
+def test_privacy_default_split_from_data(files, tmp_path) -> None:
+    out = tmp_path / "split"
+    argv = ["privacy", "--model", str(files["model"]), "--data", str(files["all"])]
+    assert main([*argv, "--attack", "threshold", "--n", "50", "--out", str(out)]) == 0
+    data = json.loads((out / "privacy.json").read_text())
+    assert [a["name"] for a in data["attacks"]] == ["loss-threshold"]
+    assert data["attacks"][0]["n_members"] == 50
+    assert "assumed to be the training data" in data["membership_source"]
+
+
+@pytest.mark.parametrize("fpr", ["0", "1", "1.5", "-0.01,0.01", "nan"])
+def test_fpr_outside_unit_interval_exits_2(files, tmp_path, capsys, fpr) -> None:
+    argv = ["privacy", *_known(files), "--attack", "threshold", f"--fpr={fpr}"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    assert "must lie strictly inside (0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_too_few_shadows_for_lira_online_exits_2(files, tmp_path, capsys) -> None:
+    argv = ["privacy", *_known(files), "--attack", "lira", "--shadows", "2"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "num_references must be >= 4 for LiRA online" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_privacy_bad_input(files, tmp_path, capsys) -> None:
+    out = str(tmp_path / "o")
+    model = ["--model", str(files["model"])]
+    assert main(["privacy", *model, "--members", str(files["members"]), "--out", out]) == 2
+    assert "--members and --nonmembers go together" in capsys.readouterr().err
+    assert main(["privacy", *_known(files), "--attack", "boundary", "--out", out]) == 2
+    assert "attack must be one or more of" in capsys.readouterr().err
+    assert main(["privacy", *model, "--out", out]) == 2
+    assert "--data is required" in capsys.readouterr().err
+    argv = ["privacy", *_known(files), "--attack", "shadow"]  # known members: no pool left
+    assert main([*argv, *FAST, "--out", out]) == 2
+    assert "shadow pool" in capsys.readouterr().err
+
+
+def test_invert_writes_reports(files, tmp_path) -> None:
+    out = tmp_path / "inv"
+    argv = ["invert", "--model", str(files["model"]), "--data", str(files["all"])]
+    opts = ["--classes", "0,3,7", "--init", "zeros,mean", "--steps", "150", "--seed", "1"]
+    assert main([*argv, *opts, "--out", str(out)]) == 0
+    data = json.loads((out / "inversion.json").read_text())
+    assert data["classes"] == [0, 3, 7] and data["inits"] == ["zeros", "mean"]
+    m = data["measures"]
+    print(m)
+    assert m["target_rate"] == 1.0 and m["target_confidence"] > 0.9
+    assert m["independent_rate"] > 1 / 3  # chance is 0.1; measured 1.0 (6 of 6)
+    assert data["backward_calls"] > 0 and data["config"]["seed"] == 1
+    html = (out / "inversion.html").read_text()
+    assert html.count("data:image/png") == 3 * (1 + 2)  # class mean + 2 inits per class
+
+
+def test_invert_bad_input(files, tmp_path, capsys) -> None:
+    out = str(tmp_path / "o")
+    base = ["invert", "--data", str(files["all"]), "--out", out]
+    sk = ["--model", f"sklearn:{files['sklearn']}", "--trust-model-file"]
+    assert main([*base, *sk]) == 2
+    assert "MIFace needs gradient access" in capsys.readouterr().err
+    model = ["--model", str(files["model"])]
+    assert main([*base, *model, "--classes", "3,12"]) == 2
+    assert "--classes must lie in [0, 10)" in capsys.readouterr().err
+    assert main([*base, *model, "--init", "noise"]) == 2
+    assert "inits must be" in capsys.readouterr().err
+    assert main([*base, *model, "--tv", "-1"]) == 2
+    assert "--tv must be >= 0" in capsys.readouterr().err
