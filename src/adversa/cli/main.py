@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_poison_parsers(commands, common)
 
+    from adversa.cli.text import add_text_parser
+
+    add_text_parser(commands, common)
     from adversa.cli.privacy import add_privacy_parsers
 
     add_privacy_parsers(commands, common)
