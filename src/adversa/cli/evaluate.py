@@ -119,6 +119,13 @@ def add_evaluate_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         help="also verify each point with IBP or CROWN bounds and check certified <= robust",
     )
     ev.add_argument(
+        "--constraints",
+        metavar="SPEC",
+        help="tabular feature constraints every attack must respect: 'data' (the data set's "
+        "own, e.g. fraud) or a JSON file with immutable/integer/increase_only/categorical/"
+        "lower/upper/weights, features by name, values in original units",
+    )
+    ev.add_argument(
         "--backdoor",
         metavar="DIR",
         help="a directory from `adversa poison`: also report the attack success rate of its "
@@ -143,6 +150,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = load_data(args.data, split="test", label_column=args.label_column).take(args.n)
     bounds = parse_bounds(args.bounds) if args.bounds else tuple(dataset.bounds)
     threat = ThreatModel(norm=args.norm, eps=eps_values[0], bounds=bounds)
+    if args.constraints:
+        from adversa.tabular import ConstrainedThreat
+        from adversa.tabular.changes import load_constraints
+
+        constraints = load_constraints(dataset, args.constraints)
+        threat = ConstrainedThreat(
+            norm=args.norm, eps=eps_values[0], bounds=bounds, constraints=constraints
+        )
     threats = [threat.with_eps(eps) for eps in eps_values]
     check_batch(dataset.x, dataset.y, max(threats, key=lambda t: t.eps), None)
 
@@ -223,6 +238,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "surrogate": args.surrogate,
         "check_masking": args.check_masking,
         "certify": args.certify,
+        "constraints": args.constraints,
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }
     if args.backdoor:

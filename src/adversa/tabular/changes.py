@@ -165,3 +165,44 @@ def example_changes(
         order = {name: float(size[r, i]) for i, name in enumerate(changes.feature_names)}
         row.sort(key=lambda rec: -order[rec["feature"]])
     return rows
+
+
+CONSTRAINT_KEYS = (
+    "immutable",
+    "integer",
+    "increase_only",
+    "categorical",
+    "lower",
+    "upper",
+    "weights",
+)
+
+
+def load_constraints(dataset: Dataset, spec: str) -> FeatureConstraints:
+    """Constraints for the CLI's `--constraints SPEC`: "data" takes the data set's own
+    (`meta["constraints"]`, e.g. "fraud"); otherwise SPEC is a JSON file whose keys are
+    those of `constraints_for` (features by name or index, values in original units)."""
+    import json
+    from pathlib import Path
+
+    if spec == "data":
+        if not dataset.meta.get("constraints"):
+            raise BadInput(
+                f"--constraints data: {dataset.name!r} declares no constraints; pass a JSON file"
+            )
+        return constraints_for(dataset, from_meta=True)
+    path = Path(spec)
+    if not path.is_file():
+        raise BadInput(f"--constraints {spec}: no such file (or use 'data')")
+    try:
+        options = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"--constraints {spec}: not valid JSON ({exc})") from exc
+    if not isinstance(options, dict):
+        raise BadInput(f"--constraints {spec}: expected a JSON object")
+    unknown = sorted(set(options) - set(CONSTRAINT_KEYS))
+    if unknown:
+        raise BadInput(
+            f"--constraints {spec}: unknown key(s) {unknown}; known: {list(CONSTRAINT_KEYS)}"
+        )
+    return constraints_for(dataset, **options)
