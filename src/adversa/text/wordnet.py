@@ -1,0 +1,159 @@
+"""A small reader of the WordNet 3.0 database files (WNDB format), for synonym substitution.
+
+The files come from Debian's `wordnet-base` package (`/usr/share/wordnet`); the environment
+variable ADVERSA_WORDNET points elsewhere. Only what PWWS needs is read:
+
+- `index.{noun,verb,adj,adv}`: one line per lemma, `lemma pos synset_cnt p_cnt [ptr...]
+  sense_cnt tagsense_cnt offset...`, giving the byte offsets of the lemma's synsets;
+- `data.{pos}`: the synset line at that offset, `offset lex_filenum ss_type w_cnt (word
+  lex_id){w_cnt} ...` with `w_cnt` in hexadecimal;
+- `{pos}.exc`: irregular inflections (`mice mouse`), plus the regular suffix rules of WordNet's
+  morphy (Miller et al. 1990, "Introduction to WordNet") for plurals and verb forms.
+
+`WordNet.synonyms(word)` returns the other single-word lemmas of every synset of the word's base
+forms, lowercased, sorted by how many of its synsets share them; for a regular noun plural the
+synonyms are pluralised back ("movies" -> "films"). Cost: the index files are parsed once
+(about a second, 25 MB of text); each look-up is a few dict hits and seeks into the data files.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+from pathlib import Path
+
+from adversa.errors import BadInput
+
+POS = ("noun", "verb", "adj", "adv")
+DEFAULT_FOLDER = "/usr/share/wordnet"
+# WordNet's morphy detachment rules (suffix, replacement) per part of speech.
+_RULES = {
+    "noun": (
+        ("s", ""),
+        ("ses", "s"),
+        ("xes", "x"),
+        ("zes", "z"),
+        ("ches", "ch"),
+        ("shes", "sh"),
+        ("men", "man"),
+        ("ies", "y"),
+    ),
+    "verb": (
+        ("s", ""),
+        ("ies", "y"),
+        ("es", "e"),
+        ("es", ""),
+        ("ed", "e"),
+        ("ed", ""),
+        ("ing", "e"),
+        ("ing", ""),
+    ),
+    "adj": (("er", ""), ("est", ""), ("er", "e"), ("est", "e")),
+    "adv": (),
+}
+
+
+def wordnet_folder() -> Path:
+    """The WNDB folder: $ADVERSA_WORDNET, else /usr/share/wordnet; checked to hold index.noun."""
+    folder = Path(os.environ.get("ADVERSA_WORDNET") or DEFAULT_FOLDER).expanduser()
+    if not (folder / "index.noun").is_file():
+        raise BadInput(
+            f"WordNet database not found in {folder} (no index.noun): install Debian's "
+            "wordnet-base package (apt-get install wordnet-base) or set ADVERSA_WORDNET to a "
+            "folder with the WNDB files index.* and data.*"
+        )
+    return folder
+
+
+def _pluralise(noun: str) -> str:
+    if noun.endswith(("s", "x", "z", "ch", "sh")):
+        return noun + "es"
+    if noun.endswith("y") and len(noun) > 1 and noun[-2] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+class WordNet:
+    """Synonym look-ups over the WNDB files in `folder` (see the module docstring)."""
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else wordnet_folder()
+        if not (self.folder / "index.noun").is_file():
+            raise BadInput(f"{self.folder} has no WordNet index.noun (Debian: wordnet-base)")
+        self._index: dict[str, dict[str, tuple[int, ...]]] = {}
+        self._exc: dict[str, dict[str, tuple[str, ...]]] = {}
+
+    def index(self, pos: str) -> dict[str, tuple[int, ...]]:
+        """lemma -> synset byte offsets in data.<pos> (parsed on first use)."""
+        if pos not in self._index:
+            table: dict[str, tuple[int, ...]] = {}
+            with (self.folder / f"index.{pos}").open(encoding="latin-1") as handle:
+                for line in handle:
+                    if line.startswith(" "):
+                        continue  # licence header
+                    parts = line.split()
+                    n_synsets, n_pointers = int(parts[2]), int(parts[3])
+                    offsets = parts[6 + n_pointers : 6 + n_pointers + n_synsets]
+                    table[parts[0]] = tuple(int(o) for o in offsets)
+            self._index[pos] = table
+        return self._index[pos]
+
+    def exceptions(self, pos: str) -> dict[str, tuple[str, ...]]:
+        """inflected form -> base forms from <pos>.exc (empty when the file is absent)."""
+        if pos not in self._exc:
+            table: dict[str, tuple[str, ...]] = {}
+            path = self.folder / f"{pos}.exc"
+            if path.is_file():
+                with path.open(encoding="latin-1") as handle:
+                    for line in handle:
+                        parts = line.split()
+                        if len(parts) >= 2:
+                            table[parts[0]] = tuple(parts[1:])
+            self._exc[pos] = table
+        return self._exc[pos]
+
+    def base_forms(self, word: str, pos: str) -> list[str]:
+        """The word's lemmas in `pos`: itself, its listed exceptions, then suffix rules."""
+        word = word.lower()
+        index = self.index(pos)
+        found = [word] if word in index else []
+        found += [b for b in self.exceptions(pos).get(word, ()) if b in index]
+        for suffix, repl in _RULES[pos]:
+            if word.endswith(suffix) and len(word) > len(suffix) + 1:
+                base = word[: len(word) - len(suffix)] + repl
+                if base in index:
+                    found.append(base)
+        return list(dict.fromkeys(found))
+
+    def _synset_words(self, pos: str, offset: int) -> list[str]:
+        with (self.folder / f"data.{pos}").open("rb") as handle:
+            handle.seek(offset)
+            parts = handle.readline().decode("latin-1").split()
+        count = int(parts[3], 16)
+        lemmas = parts[4 : 4 + 2 * count : 2]
+        return [lemma.split("(")[0].lower() for lemma in lemmas]  # adj markers: good(a)
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one reader per process, bounded
+    def synonyms(self, word: str) -> tuple[str, ...]:
+        """Single-word synonyms of `word` over all its parts of speech and senses, most shared
+        first; excludes the word itself and its base forms."""
+        word = word.lower()
+        votes: collections.Counter[str] = collections.Counter()
+        excluded = {word}
+        for pos in POS:
+            for base in self.base_forms(word, pos):
+                excluded.add(base)
+                plural = pos == "noun" and base != word and _pluralise(base) == word
+                for offset in self.index(pos)[base]:
+                    for lemma in self._synset_words(pos, offset):
+                        if "_" in lemma or "-" in lemma or not lemma.isalpha():
+                            continue
+                        votes[_pluralise(lemma) if plural else lemma] += 1
+        return tuple(w for w, _ in votes.most_common() if w not in excluded)
+
+
+@functools.lru_cache(maxsize=4)
+def get_wordnet(folder: str | None = None) -> WordNet:
+    """A shared `WordNet` reader for `folder` (default: `wordnet_folder()`)."""
+    return WordNet(folder if folder is not None else wordnet_folder())
