@@ -191,6 +191,11 @@ def test_list_commands(capsys):
     assert "mnist-cnn" in capsys.readouterr().out
     assert main(["list", "defenses"]) == 0
     assert "pgd-at" in capsys.readouterr().out
+    assert main(["list", "poisons"]) == 0
+    out = capsys.readouterr().out
+    assert "badnets" in out and "gradient-matching" in out and "spectral" in out
+    assert main(["list", "text-attacks"]) == 0
+    assert capsys.readouterr().out.split() == ["deepwordbug", "pwws"]
     assert main(["list", "detectors"]) == 2
 
 

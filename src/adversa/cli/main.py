@@ -24,7 +24,7 @@ from adversa.errors import AdversaError
 from adversa.threat import NORMS
 from adversa.zoo import list_models, zoo_entry
 
-LIST_WHAT = ("attacks", "datasets", "defenses", "models")
+LIST_WHAT = ("attacks", "datasets", "defenses", "models", "poisons", "text-attacks")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     from adversa.cli.text import add_text_parser
 
     add_text_parser(commands, common)
+
     from adversa.cli.privacy import add_privacy_parsers
 
     add_privacy_parsers(commands, common)
@@ -124,6 +125,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in DEFENSES.list():
             doc = (DEFENSES.factory(name).__doc__ or "").strip().splitlines()
             print(f"{name:<14} {doc[0] if doc else ''}")
+    elif args.what == "poisons":
+        from adversa.poisoning import DETECTORS, POISONS
+
+        print("attacks:   " + ", ".join(POISONS.list()))
+        print("detectors: " + ", ".join([*DETECTORS.list(), "strip"]))
+    elif args.what == "text-attacks":
+        from adversa.text import TEXT_ATTACKS
+
+        print("\n".join(TEXT_ATTACKS.list()))
     else:
         for name in list_models():
             print(f"{name:<20} {zoo_entry(name).description}")
