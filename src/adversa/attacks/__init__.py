@@ -6,11 +6,13 @@ from adversa.attacks import (  # noqa: F401  (registration)
     categorical,
     cw,
     deepfool,
+    ead,
     fab,
     fgsm,
     hsj,
     lowprofool,
     pgd,
+    simba,
     square,
     transfer,
 )

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from adversa.errors import BadInput
 from adversa.model.wrapped import Model
+from adversa.privacy.arch_stack import ArchTraining
 from adversa.privacy.lira import LiRA
 from adversa.privacy.membership import MembershipResult, ThresholdAttack, check_candidates
 from adversa.privacy.shadow import ShadowAttack
@@ -46,7 +47,7 @@ class MembershipAudit:
 
     attacks: tuple[str, ...] = ("threshold", "lira")
     num_shadows: int = 16  # shadow models (shadow) and reference models (lira)
-    training: StackedTraining = DEFAULT_TRAINING  # how shadow / reference models train
+    training: StackedTraining | ArchTraining = DEFAULT_TRAINING  # shadow / reference recipe
     fixed_variance: bool = False  # LiRA: one pooled std (better with few references)
     seed: int = 0
 

@@ -13,11 +13,13 @@ fits Gaussians to the reference models' logit-scaled confidence log(p_y / (1 - p
 - fixed variance: one pooled standard deviation for all candidates (IN and OUT separately)
   instead of per-example ones; the paper's choice with few reference models.
 
-The reference models here are `StackedMLP`s trained together (`adversa.privacy.stacked`);
-when the target has another architecture the attack still works, only less sharply.
-Augmented queries (the paper's flips and shifts) are not implemented.
+The reference models train together as one batch: MLPs (`StackedTraining`, see
+`adversa.privacy.stacked`) or, as the paper does, the target's own architecture and recipe
+(`ArchTraining`, see `adversa.privacy.arch_stack`). With a mismatched architecture the attack
+still works, only less sharply (the IN fit of online LiRA suffers most). Augmented queries
+(the paper's flips and shifts) are not implemented.
 
-Cost: M reference trainings (batched; see `train_stacked`), then one forward pass of the
+Cost: M reference trainings (batched; see `train_models`), then one forward pass of the
 target and of each reference model per candidate.
 """
 
@@ -29,6 +31,7 @@ from torch import Tensor
 
 from adversa.errors import BadInput, ShapeError
 from adversa.model.wrapped import Model
+from adversa.privacy.arch_stack import ArchStack, ArchTraining, train_models
 from adversa.privacy.membership import (
     MembershipResult,
     check_candidates,
@@ -41,7 +44,6 @@ from adversa.privacy.stacked import (
     StackedMLP,
     StackedTraining,
     random_halves,
-    train_stacked,
 )
 
 MIN_ONLINE_REFERENCES = 4
@@ -53,7 +55,7 @@ class References:
     """Reference models and which candidates each trained on: masks[m, i] = candidate i was
     in model m's training half."""
 
-    net: StackedMLP
+    net: StackedMLP | ArchStack
     masks: Tensor  # (M, N) bool
 
     def confidences(self, x: Tensor, y: Tensor) -> Tensor:
@@ -65,16 +67,17 @@ def train_references(
     x: Tensor,
     y: Tensor,
     num_models: int,
-    training: StackedTraining = DEFAULT_TRAINING,
+    training: StackedTraining | ArchTraining = DEFAULT_TRAINING,
     seed: int = 0,
     num_classes: int | None = None,
     progress: Progress | None = None,
 ) -> References:
-    """Train `num_models` MLPs at once, each on a random half of the pool (x, y) drawn with
-    `seed`; returns them with their membership masks."""
+    """Train `num_models` models at once (MLPs, or the architecture of an `ArchTraining`),
+    each on a random half of the pool (x, y) drawn with `seed`; returns them with their
+    membership masks."""
     check_candidates(x, y)
     masks = random_halves(num_models, x.shape[0], seed)
-    net = train_stacked(
+    net = train_models(
         x,
         y,
         masks,
@@ -152,7 +155,7 @@ class LiRA:
     num_references: int = 16  # reference (shadow) models M
     online: bool = True  # online (IN and OUT fits) or offline (OUT only)
     fixed_variance: bool = False  # one pooled std instead of per-example ones
-    training: StackedTraining = DEFAULT_TRAINING  # how reference models train
+    training: StackedTraining | ArchTraining = DEFAULT_TRAINING  # how reference models train
     seed: int = 0  # draws the halves and the initialisations
 
     def __post_init__(self) -> None:

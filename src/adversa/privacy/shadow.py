@@ -1,11 +1,12 @@
 """Shadow-model membership inference (Shokri et al. 2017, "Membership Inference Attacks
 Against Machine Learning Models", arXiv:1610.05820).
 
-M shadow models train (together, as a `StackedMLP`) on random halves of a shadow pool drawn
-from the target's data distribution but disjoint from the candidates. Their outputs on the
-pool, labelled IN or OUT by the halves, train one attack classifier per class (again one
-stack, one small MLP per class) on the log-softmax vector; a candidate (x, y) is scored by
-class y's attack model as logit(IN) - logit(OUT) of the target's output on x.
+M shadow models train (together, as a `StackedMLP`, or with the target's architecture and
+recipe as an `ArchStack` when `training` is an `ArchTraining`) on random halves of a shadow
+pool drawn from the target's data distribution but disjoint from the candidates. Their
+outputs on the pool, labelled IN or OUT by the halves, train one attack classifier per class
+(again one stack, one small MLP per class) on the log-softmax vector; a candidate (x, y) is
+scored by class y's attack model as logit(IN) - logit(OUT) of the target's output on x.
 
 Cost: M shadow trainings and C attack trainings (both batched), one target forward pass per
 candidate.
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from adversa.errors import BadInput
 from adversa.model.wrapped import Model
+from adversa.privacy.arch_stack import ArchTraining, train_models
 from adversa.privacy.membership import MembershipResult, check_candidates, model_logits
 from adversa.privacy.stacked import (
     DEFAULT_TRAINING,
@@ -38,7 +40,7 @@ class ShadowAttack:
     disjoint shadow pool (x_shadow, y_shadow)."""
 
     num_shadows: int = 16  # shadow models
-    training: StackedTraining = DEFAULT_TRAINING  # how shadow models train
+    training: StackedTraining | ArchTraining = DEFAULT_TRAINING  # how shadow models train
     attack_training: StackedTraining = ATTACK_TRAINING
     seed: int = 0
 
@@ -61,7 +63,7 @@ class ShadowAttack:
         check_candidates(x_shadow, y_shadow)
         num_classes = int(model.num_classes or int(torch.cat([y, y_shadow]).max()) + 1)
         masks = random_halves(self.num_shadows, x_shadow.shape[0], self.seed)
-        shadows = train_stacked(
+        shadows = train_models(
             x_shadow,
             y_shadow,
             masks,

@@ -32,8 +32,12 @@ from adversa.rng import make_generator
 
 UNK = "<unk>"
 TEXT_DATASETS = ("movie-reviews",)
-_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
-_TOKEN = re.compile(r"<unk>|[a-z]+(?:'[a-z]+)?|[0-9]+")
+# Letters of any script ("cliché" is one word); bump TOKENIZER_VERSION when these change, so
+# cached victims (keyed by it) are retrained.
+TOKENIZER_VERSION = 2
+_LETTERS = r"[^\W\d_]+"
+_WORD = re.compile(rf"{_LETTERS}(?:'{_LETTERS})?")
+_TOKEN = re.compile(rf"<unk>|{_LETTERS}(?:'{_LETTERS})?|[0-9]+")
 _CSV = "rotten_tomatoes_corpus.csv.bz2"
 _LABELS = {"rotten": 0, "fresh": 1}
 

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from adversa.errors import BadInput, ModelLoadError
 from adversa.io import atomic_torch_save
 
-from .data import UNK, load_text_data, tokenize
+from .data import TOKENIZER_VERSION, UNK, load_text_data, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ class TextTrainConfig:
 
     @property
     def fingerprint(self) -> str:
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        recipe = {**dataclasses.asdict(self), "tokenizer": TOKENIZER_VERSION}
+        text = json.dumps(recipe, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
