@@ -76,6 +76,11 @@ def test_wordnet_gives_known_synonyms() -> None:
     assert "good" not in good
     assert {"movie", "picture", "flick"} <= set(wordnet.synonyms("film"))
     assert "films" in wordnet.synonyms("movies")  # plural via morphology, pluralised back
+    # verb forms are kept: third person, past, gerund; irregular ones are not guessed
+    assert "grasps" in wordnet.synonyms("holds") and "grasp" not in wordnet.synonyms("holds")
+    assert "played" in wordnet.synonyms("acted")
+    assert "harbouring" in wordnet.synonyms("entertaining")
+    assert wordnet.synonyms("thrown") == ()
     assert "mouse" in wordnet.base_forms("mice", "noun")  # noun.exc
     assert "run" in wordnet.base_forms("ran", "verb")  # verb.exc
     assert wordnet.synonyms("qwzxv") == ()

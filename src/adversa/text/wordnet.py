@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from adversa.errors import BadInput
@@ -74,6 +75,22 @@ def _pluralise(noun: str) -> str:
     return noun + "s"
 
 
+def _past(verb: str) -> str:
+    if verb.endswith("e"):
+        return verb + "d"
+    if verb.endswith("y") and len(verb) > 1 and verb[-2] not in "aeiou":
+        return verb[:-1] + "ied"
+    return verb + "ed"
+
+
+def _gerund(verb: str) -> str:
+    if verb.endswith("ie"):
+        return verb[:-2] + "ying"
+    if verb.endswith("e") and not verb.endswith(("ee", "ye", "oe")):
+        return verb[:-1] + "ing"
+    return verb + "ing"
+
+
 class WordNet:
     """Synonym look-ups over the WNDB files in `folder` (see the module docstring)."""
 
@@ -83,6 +100,7 @@ class WordNet:
             raise BadInput(f"{self.folder} has no WordNet index.noun (Debian: wordnet-base)")
         self._index: dict[str, dict[str, tuple[int, ...]]] = {}
         self._exc: dict[str, dict[str, tuple[str, ...]]] = {}
+        self._irregular_bases: dict[str, frozenset[str]] = {}
 
     def index(self, pos: str) -> dict[str, tuple[int, ...]]:
         """lemma -> synset byte offsets in data.<pos> (parsed on first use)."""
@@ -144,13 +162,43 @@ class WordNet:
         for pos in POS:
             for base in self.base_forms(word, pos):
                 excluded.add(base)
-                plural = pos == "noun" and base != word and _pluralise(base) == word
+                inflect = self._inflection(word, base, pos)
+                if inflect is None:
+                    continue  # an inflection we cannot reproduce on a synonym
                 for offset in self.index(pos)[base]:
                     for lemma in self._synset_words(pos, offset):
                         if "_" in lemma or "-" in lemma or not lemma.isalpha():
                             continue
-                        votes[_pluralise(lemma) if plural else lemma] += 1
+                        form = inflect(lemma)
+                        if form is not None:
+                            votes[form] += 1
         return tuple(w for w, _ in votes.most_common() if w not in excluded)
+
+    def _inflection(self, word: str, base: str, pos: str) -> Callable[[str], str | None] | None:
+        """How `word` inflects `base`, as a function putting a synonym in the same form (None
+        for a synonym with irregular forms); None when the inflection is not a regular one."""
+        if word == base:
+            return lambda lemma: lemma
+        if pos not in ("noun", "verb"):
+            return None  # comparatives and superlatives: not reproduced
+        irregular = self._irregular(pos)
+        if _pluralise(base) == word:  # plural noun, or third-person verb
+            # a lemma ending in "s" may already be plural ("clutches"): not pluralised again
+            return lambda lemma: (
+                None if lemma in irregular or lemma.endswith("s") else _pluralise(lemma)
+            )
+        if pos == "verb" and word == _past(base):
+            return lambda lemma: None if lemma in irregular else _past(lemma)
+        if pos == "verb" and word == _gerund(base):
+            return _gerund
+        return None
+
+    def _irregular(self, pos: str) -> frozenset[str]:
+        """Base forms with an irregular inflection listed in <pos>.exc."""
+        if pos not in self._irregular_bases:
+            table = self.exceptions(pos).values()
+            self._irregular_bases[pos] = frozenset(b for bases in table for b in bases)
+        return self._irregular_bases[pos]
 
 
 @functools.lru_cache(maxsize=4)
