@@ -91,6 +91,18 @@ class PoisonAttack(Protocol):
 POISONS: Registry[Callable[..., PoisonAttack]] = Registry("poisoning attack")
 
 
+def settings(attack: Any) -> dict[str, Any]:
+    """A poison config's fields as plain values for a manifest: modules by class name, tensors
+    (e.g. a target instance) left out."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(attack):
+        value = getattr(attack, field.name)
+        if isinstance(value, Tensor):
+            continue
+        out[field.name] = type(value).__name__ if isinstance(value, torch.nn.Module) else value
+    return out
+
+
 def check_rate(rate: float) -> None:
     """`rate` must lie in the open interval (0, 1)."""
     if not 0.0 < float(rate) < 1.0:

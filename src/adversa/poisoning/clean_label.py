@@ -24,7 +24,6 @@ over the data when the surrogate is trained here.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +33,14 @@ from adversa.data.dataset import Dataset
 from adversa.errors import BadInput
 from adversa.model.wrapped import frozen
 from adversa.poisoning.backdoor import CORNERS, badnets_trigger
-from adversa.poisoning.base import POISONS, PoisonedSet, apply_trigger, check_rate, check_target
+from adversa.poisoning.base import (
+    POISONS,
+    PoisonedSet,
+    apply_trigger,
+    check_rate,
+    check_target,
+    settings,
+)
 from adversa.poisoning.surrogate import fit_classifier
 from adversa.rng import make_generator
 from adversa.threat import ThreatModel
@@ -113,12 +119,6 @@ class CleanLabel:
         if self.model is not None and not isinstance(self.model, nn.Module):
             raise BadInput(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
 
-    def config(self) -> dict[str, Any]:
-        """The settings as plain values (the surrogate reduced to its class name)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
-        out["model"] = None if self.model is None else type(self.model).__name__
-        return out
-
     def __call__(self, dataset: Dataset, seed: int = 0) -> PoisonedSet:
         check_target(self.target_class, dataset)
         trigger = badnets_trigger(
@@ -148,5 +148,5 @@ class CleanLabel:
         )
         x = dataset.x.clone()
         x[idx] = apply_trigger(x_adv, trigger).clamp(*dataset.bounds)
-        meta = {"attack": self.name, **self.config(), "seed": seed}
+        meta = {"attack": self.name, **settings(self), "seed": seed}
         return PoisonedSet(x, dataset.y.clone(), idx, trigger, self.target_class, meta)

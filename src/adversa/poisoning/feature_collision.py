@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +34,7 @@ from torch import Tensor, nn
 from adversa.data.dataset import Dataset
 from adversa.errors import BadInput, ShapeError
 from adversa.model.wrapped import frozen
-from adversa.poisoning.base import POISONS, PoisonedSet, check_target
+from adversa.poisoning.base import POISONS, PoisonedSet, check_target, settings
 from adversa.poisoning.detect import penultimate
 from adversa.rng import make_generator
 
@@ -102,12 +101,6 @@ class FeatureCollision:
         if not self.step_size > 0:
             raise BadInput(f"step_size must be > 0, got {self.step_size}")
 
-    def config(self) -> dict[str, Any]:
-        skip = ("model", "target_x")
-        return {
-            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
-        }
-
     def __call__(self, dataset: Dataset, seed: int = 0) -> PoisonedSet:
         model = _model_check(self.model)
         target = check_instance(self.target_x, dataset)
@@ -146,7 +139,7 @@ class FeatureCollision:
         x[idx] = poison.detach()
         meta = {
             "attack": self.name,
-            **self.config(),
+            **settings(self),
             "seed": seed,
             "beta": beta,
             "feature_distance": collide.sqrt().tolist(),

@@ -25,7 +25,6 @@ Cost: `steps` double-backward passes (gradient of a parameter gradient) over
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +34,7 @@ from torch.func import functional_call, grad, vmap
 from adversa.data.dataset import Dataset
 from adversa.errors import BadInput
 from adversa.model.wrapped import eval_mode
-from adversa.poisoning.base import POISONS, PoisonedSet
+from adversa.poisoning.base import POISONS, PoisonedSet, settings
 from adversa.poisoning.detect import last_linear
 from adversa.poisoning.feature_collision import _model_check, check_instance, choose_bases
 from adversa.rng import make_generator
@@ -89,12 +88,6 @@ class GradientMatching:
         if self.params not in PARAMS:
             raise BadInput(f"params must be one of {', '.join(PARAMS)}, got {self.params!r}")
 
-    def config(self) -> dict[str, Any]:
-        skip = ("model", "target_x")
-        return {
-            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
-        }
-
     def __call__(self, dataset: Dataset, seed: int = 0) -> PoisonedSet:
         model = _model_check(self.model)
         target = check_instance(self.target_x, dataset)
@@ -145,7 +138,7 @@ class GradientMatching:
         x[idx] = (base + deltas.detach()[best]).clamp(lo, hi)
         meta = {
             "attack": self.name,
-            **self.config(),
+            **settings(self),
             "seed": seed,
             "alignment_loss": final.tolist(),
             "best_restart": best,
