@@ -1,23 +1,31 @@
 """Membership inference on the built-in MNIST data: AUC and TPR at 1% / 0.1% FPR of the
-loss-threshold baseline, shadow models and LiRA online/offline, and the time per shadow model.
+loss-threshold baseline, shadow models, LiRA online/offline with MLP references and with
+references of the target's own architecture, and label-only boundary distance; the time per
+reference model.
 
 Setup (LiRA paper's protocol, Carlini et al. 2022, scaled to one CPU): the 4,000-image MNIST
-train split is the candidate pool. The target trains on a random half (2,000 members, the
+train split is the candidate pool. A target trains on a random half (2,000 members, the
 other 2,000 are non-members); M reference models train on other random halves of the same
-pool, so every candidate is IN for half of them (complementary pairs). The target and the
-references share one recipe (an MLP 784-H-10, full-batch Adam), trained together as one
-`StackedMLP`. The shadow attack (Shokri et al. 2017) trains its M shadow models on halves of
-the 1,000-image test split, disjoint from the candidates.
+pool, so every candidate is IN for half of them (complementary pairs).
 
-A second target, the zoo's SmallCNN recipe ("mnist-cnn", 20 epochs) trained on the same
-2,000 members, is attacked with the same MLP references: LiRA with mismatched reference
-architectures, as a user of a zoo model would run it.
+- MLP target: target and M references share one recipe (an MLP 784-H-10, full-batch Adam),
+  trained together as one `StackedMLP` of M + 1 models. The shadow attack (Shokri et al.
+  2017) trains its M shadow models on halves of the 1,000-image test split.
+- SmallCNN target: the zoo's "mnist-cnn" recipe (SmallCNN, 20 epochs, batch 64, Adam at
+  2e-3 with cosine decay), trained with M same-architecture references as one `ArchStack`
+  of M + 1 models (vmap over the stacked parameters). It is attacked by LiRA with those
+  references ("same") and with the MLP references of the first part ("mlp").
+- Scaling: `--more-references` further SmallCNN references (other random halves, in pairs)
+  join the 16 for a second LiRA run, as the paper's gains with more references suggest.
+- Boundary distance (Choquette-Choo et al. 2021): DeepFool (gradients) on every candidate,
+  HopSkipJump (labels only, `--hsj-queries` per candidate) on `--hsj-n` candidates.
 
 Usage: python benchmarks/bench_privacy.py [--shadows 16] [--steps 300] [--hidden 128]
-       [--threads 2] [--no-cnn] [--cnn-shadow] [--out results.json]
+       [--cnn-epochs 20] [--more-references 48] [--hsj-n 400] [--threads 2] [--no-cnn]
+       [--out results.json]
 
-About 5 minutes on a quiet 2-core machine (the 17-model stack dominates); 13 minutes with
---cnn-shadow under heavy load from other jobs.
+About 6 minutes on a quiet 2-core machine (3 without the 48 extra references); far longer
+when other jobs load it (the JSON records the load average).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 
 import torch
@@ -32,38 +41,59 @@ import torch
 from adversa import Model
 from adversa.data import load_data
 from adversa.privacy import (
+    ArchStack,
+    ArchTraining,
+    BoundaryDistance,
     LiRA,
     References,
     ShadowAttack,
     StackedTraining,
     ThresholdAttack,
     random_halves,
+    train_arch_stack,
     train_stacked,
 )
+from adversa.zoo import zoo_entry
 
 
-def attack_all(model: Model, x, y, members, refs, shadow_pool, training, shadows) -> dict:
-    """Every attack's AUC and TPR at 1% / 0.1% FPR; `shadow_pool=None` skips the shadow
-    attack (its shadow models do not depend on the target, but the API retrains them)."""
-    rows = {}
-    results = [ThresholdAttack()(model, x, y)]
+def row(result, members) -> dict:
+    m = result.metrics(members)
+    return {
+        "auc": round(m.auc, 4),
+        "tpr_at_1pct_fpr": round(m.tpr_at_fpr[0.01], 4),
+        "tpr_at_0.1pct_fpr": round(m.tpr_at_fpr[0.001], 4),
+    }
+
+
+def boundary_rows(model: Model, x, y, members, hsj_n: int, hsj_queries: int) -> dict:
+    """Boundary distance by DeepFool on every candidate and by HSJ on a balanced subsample."""
+    out = {}
     start = time.perf_counter()
-    if shadow_pool is not None:
-        attack = ShadowAttack(num_shadows=shadows, training=training)
-        results.append(attack(model, x, y, *shadow_pool))
-    shadow_seconds = time.perf_counter() - start
+    out["boundary-deepfool"] = row(BoundaryDistance(attack="deepfool")(model, x, y), members)
+    out["boundary-deepfool"]["seconds"] = round(time.perf_counter() - start, 1)
+    if hsj_n > 0:
+        half = hsj_n // 2
+        pick = torch.cat([members.nonzero()[:half, 0], (~members).nonzero()[:half, 0]])
+        start = time.perf_counter()
+        attack = BoundaryDistance(attack="hsj", max_queries=hsj_queries)
+        out["boundary-hsj"] = row(attack(model.labels_only(), x[pick], y[pick]), members[pick])
+        out["boundary-hsj"]["seconds"] = round(time.perf_counter() - start, 1)
+        out["boundary-hsj"]["candidates"] = len(pick)
+        base = ThresholdAttack()(model, x[pick], y[pick])
+        out["boundary-hsj"]["threshold_auc_same_candidates"] = row(base, members[pick])["auc"]
+    return out
+
+
+def lira_rows(model: Model, x, y, members, refs: References, tag: str) -> dict:
+    out = {}
     for online in (True, False):
-        results.append(LiRA(num_references=shadows, online=online)(model, x, y, refs))
-    for r in results:
-        m = r.metrics(members)
-        rows[r.name] = {
-            "auc": round(m.auc, 4),
-            "tpr_at_1pct_fpr": round(m.tpr_at_fpr[0.01], 4),
-            "tpr_at_0.1pct_fpr": round(m.tpr_at_fpr[0.001], 4),
-        }
-    if "shadow" in rows:
-        rows["shadow"]["seconds_incl_attack_models"] = round(shadow_seconds, 1)
-    return rows
+        result = LiRA(num_references=refs.net.num_models, online=online)(model, x, y, refs)
+        out[f"{result.name} ({tag} references)"] = row(result, members)
+    return out
+
+
+def accuracy(model: Model, x, y) -> float:
+    return round(float((model.predict(x) == y).float().mean()), 4)
 
 
 def main() -> None:
@@ -71,80 +101,94 @@ def main() -> None:
     parser.add_argument("--shadows", type=int, default=16)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--cnn-epochs", type=int, default=None, help="default: the zoo's 20")
+    parser.add_argument(
+        "--more-references", type=int, default=48, help="CNN: extra same-arch references (0: skip)"
+    )
+    parser.add_argument("--hsj-n", type=int, default=400, help="HSJ candidates (0: skip)")
+    parser.add_argument("--hsj-queries", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-cnn", action="store_true", help="skip the SmallCNN target")
-    parser.add_argument("--cnn-shadow", action="store_true", help="shadow attack on the CNN too")
     parser.add_argument("--out", help="also write the numbers as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     train, test = load_data("mnist", split="train"), load_data("mnist", split="test")
     x, y = train.x, train.y
-    training = StackedTraining(hidden=(args.hidden,), steps=args.steps, seed=1)
     masks = random_halves(args.shadows + 1, len(y), seed=0)  # row 0: the target
+    members = masks[0]
+    others = list(range(1, args.shadows + 1))
+    training = StackedTraining(hidden=(args.hidden,), steps=args.steps, seed=1)
     start = time.perf_counter()
     stack = train_stacked(x, y, masks, training, 10)
-    train_seconds = time.perf_counter() - start
-    per_model = train_seconds / (args.shadows + 1)
-    members = masks[0]
+    mlp_seconds = time.perf_counter() - start
     target = Model(stack.member(0), num_classes=10, name="mlp-target")
-    refs = References(net=stack.select(list(range(1, args.shadows + 1))), masks=masks[1:])
-    out = {
+    mlp_refs = References(net=stack.select(others), masks=masks[1:])
+    out: dict = {
         "setup": {
             "pool": len(y),
             "members": int(members.sum()),
-            "shadows": args.shadows,
-            "reference_training": dataclasses.asdict(training),
+            "references": args.shadows,
+            "mlp_training": dataclasses.asdict(training),
             "threads": args.threads,
         },
-        "seconds_per_shadow_model": round(per_model, 2),
-        "seconds_stack_of_all_models": round(train_seconds, 1),
+        "mlp_seconds_per_model": round(mlp_seconds / (args.shadows + 1), 2),
+        "load_average_after_mlp_stack": [round(v, 2) for v in os.getloadavg()],
     }
-    acc = float((target.predict(test.x) == test.y).float().mean())
-    train_acc = float((target.predict(x[members]) == y[members]).float().mean())
-    out["mlp_target"] = {"train_accuracy": train_acc, "test_accuracy": acc}
-    out["mlp_target"]["attacks"] = attack_all(
-        target, x, y, members, refs, (test.x, test.y), training, args.shadows
-    )
-    print(json.dumps(out, indent=2))
+    attacks = {"loss-threshold": row(ThresholdAttack()(target, x, y), members)}
+    start = time.perf_counter()
+    shadow = ShadowAttack(num_shadows=args.shadows, training=training)(target, x, y, test.x, test.y)
+    attacks["shadow"] = row(shadow, members)
+    attacks["shadow"]["seconds_incl_attack_models"] = round(time.perf_counter() - start, 1)
+    attacks.update(lira_rows(target, x, y, members, mlp_refs, "mlp"))
+    attacks.update(boundary_rows(target, x, y, members, args.hsj_n, args.hsj_queries))
+    out["mlp_target"] = {
+        "train_accuracy": accuracy(target, x[members], y[members]),
+        "test_accuracy": accuracy(target, test.x, test.y),
+        "attacks": attacks,
+    }
+    print(json.dumps(out, indent=2), flush=True)
     if not args.no_cnn:
-        from adversa.zoo import build_zoo_module, zoo_entry
-
-        entry = zoo_entry("mnist-cnn")
-        net = build_zoo_module(entry, (1, 28, 28), 10)
-        opt = torch.optim.Adam(net.parameters(), lr=entry.lr)
-        xm, ym = x[members], y[members]
-        gen = torch.Generator().manual_seed(0)
+        recipe = ArchTraining.from_train_config(
+            zoo_entry("mnist-cnn").train_config(), epochs=args.cnn_epochs
+        )
+        recipe = dataclasses.replace(recipe, seed=2)
         start = time.perf_counter()
-        steps = entry.epochs * ((len(ym) + entry.batch_size - 1) // entry.batch_size)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-        net.train()
-        for _ in range(entry.epochs):
-            order = torch.randperm(len(ym), generator=gen)
-            for i in range(0, len(ym), entry.batch_size):
-                idx = order[i : i + entry.batch_size]
-                opt.zero_grad(set_to_none=True)
-                torch.nn.functional.cross_entropy(net(xm[idx]), ym[idx]).backward()
-                opt.step()
-                sched.step()
-        net.eval()
-        cnn = Model(net, num_classes=10, name="small-cnn")
+        cnns = train_arch_stack(x, y, masks, recipe, 10)
+        cnn_seconds = time.perf_counter() - start
+        start = time.perf_counter()  # one model alone: what the vmap over 17 saves
+        train_arch_stack(x, y, masks[:1], recipe, 10)
+        alone_seconds = time.perf_counter() - start
+        cnn = Model(cnns.member(0), num_classes=10, name="small-cnn")
+        same_refs = References(net=cnns.select(others), masks=masks[1:])
+        attacks = {"loss-threshold": row(ThresholdAttack()(cnn, x, y), members)}
+        attacks.update(lira_rows(cnn, x, y, members, mlp_refs, "mlp"))
+        attacks.update(lira_rows(cnn, x, y, members, same_refs, "same-arch"))
+        more_seconds = None
+        if args.more_references > 0:  # scaling: 16 + more references, still in pairs
+            extra = random_halves(args.more_references, len(y), seed=1)
+            start = time.perf_counter()
+            stack = train_arch_stack(x, y, extra, dataclasses.replace(recipe, seed=3), 10)
+            more_seconds = round(time.perf_counter() - start, 1)
+            params = {k: torch.cat([v, stack.params[k]]) for k, v in same_refs.net.params.items()}
+            many = References(
+                net=ArchStack(stack.template, params), masks=torch.cat([masks[1:], extra])
+            )
+            tag = f"{many.net.num_models} same-arch"
+            attacks.update(lira_rows(cnn, x, y, members, many, tag))
+        attacks.update(boundary_rows(cnn, x, y, members, args.hsj_n, args.hsj_queries))
         out["cnn_target"] = {
-            "train_seconds": round(time.perf_counter() - start, 1),
-            "train_accuracy": float((cnn.predict(xm) == ym).float().mean()),
-            "test_accuracy": float((cnn.predict(test.x) == test.y).float().mean()),
-            "attacks": attack_all(
-                cnn,
-                x,
-                y,
-                members,
-                refs,
-                (test.x, test.y) if args.cnn_shadow else None,
-                training,
-                args.shadows,
-            ),
+            "recipe": {k: v for k, v in dataclasses.asdict(recipe).items()},
+            "seconds_stack_of_all_models": round(cnn_seconds, 1),
+            "seconds_per_model": round(cnn_seconds / (args.shadows + 1), 2),
+            "seconds_one_model_alone": round(alone_seconds, 2),
+            "seconds_more_references": more_seconds,
+            "train_accuracy": accuracy(cnn, x[members], y[members]),
+            "test_accuracy": accuracy(cnn, test.x, test.y),
+            "attacks": attacks,
         }
-        print(json.dumps(out["cnn_target"], indent=2))
+        print(json.dumps(out["cnn_target"], indent=2), flush=True)
+    out["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(out, fh, indent=2)

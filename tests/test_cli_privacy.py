@@ -61,7 +61,9 @@ def test_privacy_all_attacks_writes_reports(files, tmp_path) -> None:
     assert main([*argv, *FAST, "--seed", "3", "--out", str(out)]) == 0
     data = json.loads((out / "privacy.json").read_text())
     names = [a["name"] for a in data["attacks"]]
-    assert names == ["loss-threshold", "shadow", "lira-online", "lira-offline"]
+    assert names == ["loss-threshold", "shadow", "lira-online", "lira-offline", "boundary"]
+    assert data["config"]["reference_arch"] == "mlp"  # a TorchScript file: arch unknown
+    assert data["config"]["boundary_attack"] == "deepfool"  # gradients: deepfool
     assert data["baseline"] == "loss-threshold" and data["seed"] == 3
     assert data["config"]["n_members"] == N and data["config"]["shadow_pool"] == 2 * N
     assert "torch" in data["versions"]
@@ -105,13 +107,53 @@ def test_privacy_bad_input(files, tmp_path, capsys) -> None:
     model = ["--model", str(files["model"])]
     assert main(["privacy", *model, "--members", str(files["members"]), "--out", out]) == 2
     assert "--members and --nonmembers go together" in capsys.readouterr().err
-    assert main(["privacy", *_known(files), "--attack", "boundary", "--out", out]) == 2
+    assert main(["privacy", *_known(files), "--attack", "rmia", "--out", out]) == 2
     assert "attack must be one or more of" in capsys.readouterr().err
     assert main(["privacy", *model, "--out", out]) == 2
     assert "--data is required" in capsys.readouterr().err
     argv = ["privacy", *_known(files), "--attack", "shadow"]  # known members: no pool left
     assert main([*argv, *FAST, "--out", out]) == 2
     assert "shadow pool" in capsys.readouterr().err
+    argv = ["privacy", *_known(files), "--attack", "lira", "--reference-arch", "same"]
+    assert main([*argv, "--out", out]) == 2
+    assert "--reference-arch same needs the target's architecture" in capsys.readouterr().err
+    argv = ["privacy", *_known(files), "--attack", "boundary", "--boundary-queries", "0"]
+    assert main([*argv, "--out", out]) == 2
+    assert "--boundary-queries" in capsys.readouterr().err
+
+
+def test_privacy_same_architecture_references(tmp_path, capsys) -> None:
+    """An `adversa train` directory names its architecture and recipe: references default
+    to them (here the zoo's "mlp" 64-64-32-10 on the first 100 digits, 30 epochs)."""
+    run = tmp_path / "run"
+    train = [
+        "train", "--data", "digits", "--arch", "mlp", "--epochs", "30", "--batch-size", "10",
+        "--lr", "5e-3", "--train-size", "100", "--final-eval", "none", "--out", str(run),
+    ]  # fmt: skip
+    assert main(train) == 0, capsys.readouterr().err
+    out = tmp_path / "mia"
+    argv = ["privacy", "--model", str(run), "--attack", "lira,boundary", "--shadows", "4"]
+    assert main([*argv, "--n", "100", "--fixed-variance", "--out", str(out)]) == 0
+    data = json.loads((out / "privacy.json").read_text())
+    config = data["config"]
+    print({a["name"]: round(a["auc"], 3) for a in data["attacks"]})
+    assert config["reference_arch"] == "same"
+    assert config["shadow_training"]["arch"] == "mlp"
+    recipe = config["shadow_training"]
+    assert recipe["epochs"] == 30 and recipe["batch_size"] == 10 and recipe["lr"] == 5e-3
+    assert config["n_members"] == 100
+    assert [a["name"] for a in data["attacks"]] == [
+        "loss-threshold",
+        "lira-online-fixed",
+        "lira-offline-fixed",
+        "boundary",
+    ]
+    assert "the model's recipe" in data["membership_source"] and data["warnings"] == []
+    aucs = {a["name"]: a["auc"] for a in data["attacks"]}
+    # measured: LiRA offline 0.683, online 0.650 with 4 same-recipe references, where the
+    # loss threshold gets 0.518: per-example calibration finds what a global threshold misses
+    assert aucs["lira-offline-fixed"] > 0.6 and aucs["lira-online-fixed"] > 0.58
+    assert aucs["lira-offline-fixed"] > aucs["loss-threshold"] + 0.08
 
 
 def test_invert_writes_reports(files, tmp_path) -> None:
@@ -143,3 +185,30 @@ def test_invert_bad_input(files, tmp_path, capsys) -> None:
     assert "inits must be" in capsys.readouterr().err
     assert main([*base, *model, "--tv", "-1"]) == 2
     assert "--tv must be >= 0" in capsys.readouterr().err
+
+
+def test_reference_recipe_warns_about_a_defense_it_does_not_replay(monkeypatch) -> None:
+    """A PGD-trained target's references take its architecture and optimiser, not its
+    adversarial training; the report says so."""
+    import argparse
+
+    from adversa.cli import privacy as cli
+    from adversa.defenses import DEFENSES
+    from adversa.defenses.train_config import TrainConfig
+    from adversa.privacy import ArchTraining
+
+    config = TrainConfig(
+        data="mnist", arch="small-cnn", defense=DEFENSES.get("pgd-at", eps=0.3), epochs=7
+    )
+    monkeypatch.setattr(cli, "_training_recipe", lambda spec: ("mnist", None, config))
+    args = argparse.Namespace(
+        model="run", data=None, reference_arch=None, reference_epochs=2, shadow_hidden=8,
+        shadow_steps=5,
+    )  # fmt: skip
+    training, warnings = cli._reference_training(args)
+    assert isinstance(training, ArchTraining) and training.arch == "small-cnn"
+    assert training.epochs == 2 and training.lr == config.lr
+    assert len(warnings) == 1 and "without its defense (pgd-at)" in warnings[0]
+    args.reference_arch, args.reference_epochs = "mlp", None
+    training, warnings = cli._reference_training(args)
+    assert not isinstance(training, ArchTraining) and warnings == []

@@ -73,6 +73,40 @@ def test_cheap_defenses_report_their_cost(tradeoff: dict[str, dict]) -> None:
         assert abs(row["accuracy_cost"]) < 0.1  # cheap defenses keep test accuracy
 
 
+@pytest.fixture(scope="module")
+def lira_tradeoff() -> dict[str, dict]:
+    """Undefended and DP-SGD targets, each attacked by offline LiRA with 4 references that
+    train with the same option (pooled variance: 2 OUT references per candidate)."""
+    x_train, y_train, x_test, y_test = digits_split()
+    members, nonmembers = _per_class(y_train, 10), _per_class(y_test, 20)
+    options = {
+        "none": TargetTraining(epochs=40, batch_size=10),
+        "dp-sgd": TargetTraining(epochs=40, batch_size=10, lr=1e-2, dp=DPSGD(noise_multiplier=2.0)),
+    }
+    rows = defense_tradeoff(
+        (x_train[members], y_train[members]),
+        (x_test[nonmembers], y_test[nonmembers]),
+        (x_test, y_test),
+        10,
+        options,
+        lira_references=4,
+        lira_fixed_variance=True,
+    )
+    for row in rows:
+        print(row)
+    return {row["name"]: row for row in rows}
+
+
+def test_dp_sgd_against_lira_with_dp_references(lira_tradeoff: dict[str, dict]) -> None:
+    none, dp = lira_tradeoff["none"], lira_tradeoff["dp-sgd"]
+    # measured: offline LiRA AUC 0.667 -> 0.575 and TPR at 1% FPR 12% -> 0% (the threshold
+    # attack: AUC 0.648 -> 0.591, TPR at 1% FPR 3% -> 4%)
+    assert none["lira_tpr_at_fpr"]["0.01"] > none["tpr_at_fpr"]["0.01"] + 0.03
+    assert dp["lira_auc"] < none["lira_auc"] - 0.05
+    assert dp["lira_tpr_at_fpr"]["0.01"] < none["lira_tpr_at_fpr"]["0.01"] - 0.05
+    assert dp["auc"] == pytest.approx(0.591, abs=0.02)  # the same target as the threshold row
+
+
 def test_bad_input_and_missing_opacus(monkeypatch: pytest.MonkeyPatch) -> None:
     x = torch.rand(20, 4)
     y = torch.arange(20) % 2
@@ -82,6 +116,8 @@ def test_bad_input_and_missing_opacus(monkeypatch: pytest.MonkeyPatch) -> None:
         DPSGD(noise_multiplier=-1.0)
     with pytest.raises(BadInput, match="label_smoothing must be in"):
         TargetTraining(label_smoothing=1.0)
+    with pytest.raises(BadInput, match=r"lira_references must be 0 \(off\) or >= 4"):
+        defense_tradeoff((x, y), (x, y), (x, y), 2, {"none": TargetTraining()}, lira_references=2)
     monkeypatch.setitem(sys.modules, "opacus", None)  # as if not installed
     with pytest.raises(MissingExtra, match=r"pip install adversa\[privacy\]"):
         train_target(x, y, 2, TargetTraining(epochs=1, dp=DPSGD()))

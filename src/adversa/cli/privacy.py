@@ -1,9 +1,13 @@
 """`adversa privacy` (membership inference) and `adversa invert` (model inversion).
 
-adversa privacy --model M [--data D] --attack lira|threshold|shadow|all [--shadows 16]
-                [--n 500] [--members F --nonmembers F] [--shadow-data F] --out DIR
+adversa privacy --model M [--data D] --attack lira|threshold|shadow|boundary|all
+                [--shadows 16] [--reference-arch same|mlp] [--n 500]
+                [--members F --nonmembers F] [--shadow-data F] --out DIR
     writes DIR/privacy.json and DIR/privacy.html: AUC, balanced accuracy, TPR at 1% and 0.1%
     FPR and the log-log ROC of each attack, beside the global loss-threshold baseline.
+    Shadow and reference models take the target's architecture and recipe when it is known
+    (a zoo name or an `adversa train` directory: `--reference-arch same`, the default there),
+    else they are MLPs (`mlp`).
 adversa invert --model M [--data D] [--classes 0,1] [--init zeros,mean,random] [--tv W]
                --out DIR
     writes DIR/inversion.json and DIR/inversion.html: MIFace reconstructions per class beside
@@ -35,26 +39,47 @@ def add_privacy_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     pr = commands.add_parser(
         "privacy",
         parents=[common],
-        help="membership inference (threshold, shadow models, LiRA); writes privacy.json "
-        "and privacy.html",
+        help="membership inference (threshold, shadow models, LiRA, boundary distance); "
+        "writes privacy.json and privacy.html",
         description="Membership inference against a model: the global loss threshold (Yeom "
-        "et al. 2018, always run as the baseline), shadow models (Shokri et al. 2017) and "
-        "LiRA online/offline (Carlini et al. 2022). Members default to the model's training "
-        "split, non-members to the test split.",
+        "et al. 2018, always run as the baseline), shadow models (Shokri et al. 2017), "
+        "LiRA online/offline (Carlini et al. 2022) and label-only boundary distance "
+        "(Choquette-Choo et al. 2021). Members default to the model's training split, "
+        "non-members to the test split.",
     )
     pr.add_argument("--model", required=True, help="zoo name, training directory, file, ...")
     pr.add_argument("--weights", help="state_dict for a file.py:factory model")
     pr.add_argument("--trust-model-file", action="store_true", help="allow sklearn:path.joblib")
     pr.add_argument("--data", help="dataset (default: the zoo model's or training card's)")
     pr.add_argument("--label-column", help="the label column of a .csv dataset")
-    pr.add_argument("--attack", default="lira", help="lira, threshold, shadow, all (comma list)")
+    pr.add_argument(
+        "--attack", default="lira", help="lira, threshold, shadow, boundary, all (comma list)"
+    )
     pr.add_argument("--shadows", type=int, default=16, help="shadow / reference models")
     pr.add_argument("--n", type=int, default=500, help="members and non-members, each")
     pr.add_argument("--members", help="known members (file or built-in name, loaded whole)")
     pr.add_argument("--nonmembers", help="known non-members (with --members)")
     pr.add_argument("--shadow-data", help="shadow attack pool (default: the rest of the splits)")
-    pr.add_argument("--shadow-steps", type=int, default=300, help="training steps per model")
-    pr.add_argument("--shadow-hidden", type=int, default=128, help="hidden width of each MLP")
+    pr.add_argument(
+        "--reference-arch",
+        choices=("same", "mlp"),
+        help="shadow / reference models: the target's architecture and recipe (default when "
+        "the model is a zoo name or a training directory) or MLPs (default otherwise)",
+    )
+    pr.add_argument(
+        "--reference-epochs", type=int, help="same: epochs per model (default: the recipe's)"
+    )
+    pr.add_argument("--shadow-steps", type=int, default=300, help="mlp: training steps")
+    pr.add_argument("--shadow-hidden", type=int, default=128, help="mlp: hidden width")
+    pr.add_argument(
+        "--boundary-attack",
+        default="auto",
+        choices=("auto", "hsj", "deepfool", "cw", "fab"),
+        help="boundary: the min-norm attack (auto: deepfool with gradients, else hsj)",
+    )
+    pr.add_argument(
+        "--boundary-queries", type=int, default=2000, help="boundary, hsj: queries per point"
+    )
     pr.add_argument("--fixed-variance", action="store_true", help="LiRA: pooled variance")
     pr.add_argument("--fpr", default="0.01,0.001", help="FPR targets for TPR, each in (0, 1)")
     pr.add_argument("--seed", type=int, default=0, help="seeds every random choice")
@@ -181,10 +206,43 @@ def _candidates(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _reference_training(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """(training, warnings): the shadow / reference recipe `--reference-arch` asks for."""
+    from adversa.privacy.arch_stack import ArchTraining
+    from adversa.privacy.stacked import StackedTraining
+
+    recipe = _training_recipe(args.model)
+    known = recipe is not None and (args.data is None or args.data == recipe[0])
+    choice = args.reference_arch or ("same" if known else "mlp")
+    if choice == "mlp":
+        if args.reference_epochs is not None:
+            raise BadInput("--reference-epochs applies to --reference-arch same only")
+        return StackedTraining(hidden=(args.shadow_hidden,), steps=args.shadow_steps), []
+    if not known or recipe is None:
+        raise BadInput(
+            "--reference-arch same needs the target's architecture: give a zoo name or an "
+            "`adversa train` directory as --model (or use --reference-arch mlp)"
+        )
+    if args.reference_epochs is not None:
+        from adversa.cli.common import check_positive
+
+        check_positive("--reference-epochs", args.reference_epochs)
+    config = recipe[2]
+    training = ArchTraining.from_train_config(config, epochs=args.reference_epochs)
+    warnings = []
+    if config.defense_name != "none":
+        warnings.append(
+            f"reference models use the target's architecture and optimiser but train without "
+            f"its defense ({config.defense_name})"
+        )
+    return training, warnings
+
+
 def cmd_privacy(args: argparse.Namespace) -> int:
     from adversa.cli.common import EXIT_OK, RichProgress, check_positive
     from adversa.model.load import load_model
     from adversa.privacy.audit import MembershipAudit, parse_membership_attacks
+    from adversa.privacy.boundary import BoundaryDistance
     from adversa.privacy.report import membership_report, write_membership_reports
     from adversa.privacy.stacked import StackedTraining
 
@@ -193,13 +251,18 @@ def cmd_privacy(args: argparse.Namespace) -> int:
     check_positive("--shadows", args.shadows)
     check_positive("--shadow-steps", args.shadow_steps)
     check_positive("--shadow-hidden", args.shadow_hidden)
+    check_positive("--boundary-queries", args.boundary_queries)
     fprs = _parse_fprs(args.fpr)
-    training = StackedTraining(hidden=(args.shadow_hidden,), steps=args.shadow_steps)
+    attacks = parse_membership_attacks(args.attack)
+    training, warnings = _reference_training(args)
     audit = MembershipAudit(
-        attacks=parse_membership_attacks(args.attack),
+        attacks=attacks,
         num_shadows=args.shadows,
         training=training,
         fixed_variance=args.fixed_variance,
+        boundary=BoundaryDistance(
+            attack=args.boundary_attack, max_queries=args.boundary_queries, seed=args.seed
+        ),
         seed=args.seed,
     )
     parts = _candidates(args)
@@ -222,7 +285,9 @@ def cmd_privacy(args: argparse.Namespace) -> int:
         "data": args.data,
         "attacks": list(audit.attacks),
         "shadows": args.shadows,
-        "shadow_training": dataclasses.asdict(training),
+        "reference_arch": "mlp" if isinstance(training, StackedTraining) else "same",
+        "shadow_training": _training_dict(training),
+        "boundary_attack": audit.boundary.evasion(model) if "boundary" in attacks else None,
         "fixed_variance": args.fixed_variance,
         "n_members": int(is_member.sum()),
         "n_nonmembers": int((~is_member).sum()),
@@ -237,7 +302,7 @@ def cmd_privacy(args: argparse.Namespace) -> int:
         seed=args.seed,
         seconds=time.perf_counter() - start,
         fprs=fprs,
-        extra={"membership_source": parts["source"]},
+        extra={"membership_source": parts["source"], "warnings": warnings},
     )
     _, html_path = write_membership_reports(args.out, data)
     for a in data["attacks"]:
@@ -248,6 +313,13 @@ def cmd_privacy(args: argparse.Namespace) -> int:
         )
     print(f"report: {html_path}")
     return EXIT_OK
+
+
+def _training_dict(training: Any) -> dict[str, Any]:
+    out = dataclasses.asdict(training)
+    if not isinstance(out.get("arch", ""), str):
+        out["arch"] = training.arch_name
+    return out
 
 
 def _parse_classes(text: str | None, num_classes: int) -> torch.Tensor | None:

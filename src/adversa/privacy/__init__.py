@@ -1,9 +1,12 @@
-"""Privacy attacks: membership inference (global threshold, shadow models, LiRA), model
-inversion (MIFace) and attribute inference, with the metrics they are judged by, and the
-training-time defenses (label smoothing, early stopping, DP-SGD) with their cost."""
+"""Privacy attacks: membership inference (global threshold, shadow models, LiRA with MLP or
+same-architecture references, label-only boundary distance), model inversion (MIFace) and
+attribute inference, with the metrics they are judged by, and the training-time defenses
+(label smoothing, early stopping, DP-SGD) with their cost."""
 
+from adversa.privacy.arch_stack import ArchStack, ArchTraining, train_arch_stack, train_models
 from adversa.privacy.attribute import AttributeResult, attribute_inference, value_tables
 from adversa.privacy.audit import MembershipAudit, parse_membership_attacks
+from adversa.privacy.boundary import BoundaryDistance
 from adversa.privacy.defense import (
     DPSGD,
     MissingExtra,
@@ -20,7 +23,10 @@ from adversa.privacy.stacked import StackedMLP, StackedTraining, random_halves, 
 
 __all__ = [
     "DPSGD",
+    "ArchStack",
+    "ArchTraining",
     "AttributeResult",
+    "BoundaryDistance",
     "InversionResult",
     "LiRA",
     "MIFace",
@@ -45,6 +51,8 @@ __all__ = [
     "random_halves",
     "roc_curve",
     "roc_svg",
+    "train_arch_stack",
+    "train_models",
     "train_references",
     "train_stacked",
     "train_target",

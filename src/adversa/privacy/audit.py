@@ -4,10 +4,13 @@ the global loss-threshold baseline (Yeom et al. 2018) first.
 
 Attacks: "threshold" (Yeom et al. 2018), "shadow" (Shokri et al. 2017; needs a shadow pool
 disjoint from the candidates), "lira" (Carlini et al. 2022; online and offline from the same
-reference models, which train on random halves of the candidates), "all".
+reference models, which train on random halves of the candidates), "boundary" (label-only
+distance to the decision boundary, Choquette-Choo et al. 2021), "all".
 
 Cost: one target forward pass per candidate per attack; `num_shadows` shadow models (shadow)
-and `num_shadows` reference models (lira), each trained as one batched stack.
+and `num_shadows` reference models (lira), each trained as one batched stack (MLPs, or the
+target's architecture with an `ArchTraining`); the boundary attack's evasion cost per
+candidate (see `BoundaryDistance`).
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from torch import Tensor
 from adversa.errors import BadInput
 from adversa.model.wrapped import Model
 from adversa.privacy.arch_stack import ArchTraining
+from adversa.privacy.boundary import BoundaryDistance
 from adversa.privacy.lira import LiRA
 from adversa.privacy.membership import MembershipResult, ThresholdAttack, check_candidates
 from adversa.privacy.shadow import ShadowAttack
 from adversa.privacy.stacked import DEFAULT_TRAINING, Progress, StackedTraining
 
-MEMBERSHIP_ATTACKS: tuple[str, ...] = ("threshold", "shadow", "lira", "all")
+MEMBERSHIP_ATTACKS: tuple[str, ...] = ("threshold", "shadow", "lira", "boundary", "all")
+DEFAULT_BOUNDARY = BoundaryDistance()
 
 
 def parse_membership_attacks(text: str) -> tuple[str, ...]:
@@ -37,7 +42,7 @@ def parse_membership_attacks(text: str) -> tuple[str, ...]:
             f"attack must be one or more of {', '.join(MEMBERSHIP_ATTACKS)}, got {text!r}"
         )
     if "all" in names:
-        return ("threshold", "shadow", "lira")
+        return MEMBERSHIP_ATTACKS[:-1]
     return tuple(dict.fromkeys(names))
 
 
@@ -49,12 +54,15 @@ class MembershipAudit:
     num_shadows: int = 16  # shadow models (shadow) and reference models (lira)
     training: StackedTraining | ArchTraining = DEFAULT_TRAINING  # shadow / reference recipe
     fixed_variance: bool = False  # LiRA: one pooled std (better with few references)
+    boundary: BoundaryDistance = DEFAULT_BOUNDARY  # how the boundary attack measures
     seed: int = 0
 
     def __post_init__(self) -> None:
         bad = [a for a in self.attacks if a not in MEMBERSHIP_ATTACKS[:-1]]
         if not self.attacks or bad:
-            raise BadInput(f"attacks must be among threshold, shadow, lira; got {self.attacks}")
+            raise BadInput(
+                f"attacks must be among {', '.join(MEMBERSHIP_ATTACKS[:-1])}; got {self.attacks}"
+            )
         if self.num_shadows < 1:
             raise BadInput(f"shadows must be >= 1, got {self.num_shadows}")
         if "lira" in self.attacks:  # fail before any training: too few for online LiRA
@@ -97,4 +105,6 @@ class MembershipAudit:
             results.append(online(model, x, y, refs))
             offline = dataclasses.replace(online, online=False)
             results.append(offline(model, x, y, refs))
+        if "boundary" in self.attacks:
+            results.append(self.boundary(model, x, y))
         return results, is_member

@@ -12,10 +12,13 @@
 
 `defense_tradeoff` trains the target once per option on the same members and reports, beside
 the undefended run, the MIA AUC and TPR at low FPR of the loss-threshold attack (Yeom et al.
-2018) and the test accuracy: the privacy gained and the accuracy paid.
+2018) and, with `lira_references > 0`, of offline LiRA (Carlini et al. 2022) whose reference
+models train with the same option (so a DP-SGD target meets DP-SGD references), and the test
+accuracy: the privacy gained and the accuracy paid.
 
 Cost: `epochs` passes over the members per option (DP-SGD: with per-sample gradients, about
-2-3x a normal pass for an MLP) and one forward pass per candidate for the attack.
+2-3x a normal pass for an MLP), `lira_references` such trainings on halves of the candidates
+per option (sequential), and one forward pass per candidate per model for the attacks.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from torch import Tensor, nn
 
 from adversa.errors import AdversaError, BadInput
 from adversa.model.wrapped import Model
-from adversa.privacy.membership import ThresholdAttack, model_logits
-from adversa.privacy.metrics import DEFAULT_FPRS
+from adversa.privacy.lira import lira_scores
+from adversa.privacy.membership import ThresholdAttack, logit_confidence, model_logits
+from adversa.privacy.metrics import DEFAULT_FPRS, membership_metrics
+from adversa.privacy.stacked import random_halves
 from adversa.zoo.arch import MLP
 
 
@@ -175,6 +180,38 @@ def accuracy(model: Model, x: Tensor, y: Tensor) -> float:
     return float((model_logits(model, x).argmax(1).cpu() == y.cpu()).float().mean())
 
 
+def _offline_lira(
+    model: Model,
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    config: TargetTraining,
+    masks: Tensor,
+    validation: tuple[Tensor, Tensor] | None,
+    fixed_variance: bool,
+) -> Tensor:
+    """Offline LiRA scores (N,) of `model` on (x, y) against references that train with
+    `config` (seeds config.seed + 1 + m) on the halves `masks` (M, N) of the candidates."""
+    refs = []
+    for m in range(masks.shape[0]):
+        ref_config = dataclasses.replace(config, seed=config.seed + 1 + m)
+        ref = train_target(x[masks[m]], y[masks[m]], num_classes, ref_config, validation)
+        refs.append(logit_confidence(model_logits(Model(ref.module), x), y))
+    target = logit_confidence(model_logits(model, x), y)
+    return lira_scores(
+        target, torch.stack(refs), masks, online=False, fixed_variance=fixed_variance
+    )
+
+
+def _metric_cells(prefix: str, scores: Tensor, members: Tensor, fprs: tuple[float, ...]) -> dict:
+    metrics = membership_metrics(scores, members, fprs)
+    return {
+        f"{prefix}auc": metrics.auc,
+        f"{prefix}balanced_accuracy": metrics.balanced_accuracy,
+        f"{prefix}tpr_at_fpr": {str(k): v for k, v in metrics.tpr_at_fpr.items()},
+    }
+
+
 def defense_tradeoff(
     members: tuple[Tensor, Tensor],
     nonmembers: tuple[Tensor, Tensor],
@@ -183,33 +220,53 @@ def defense_tradeoff(
     options: dict[str, TargetTraining],
     validation: tuple[Tensor, Tensor] | None = None,
     fprs: tuple[float, ...] = DEFAULT_FPRS,
+    *,
+    lira_references: int = 0,
+    lira_fixed_variance: bool = False,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Train the target on `members` once per option ("none" first when present) and report
     per option: loss-threshold MIA AUC, balanced accuracy and TPR at `fprs` (members vs
     `nonmembers`), train and test accuracy, the accuracy cost against "none", the epochs kept
-    and DP-SGD's epsilon. `validation` (disjoint from the candidates) drives early stopping."""
+    and DP-SGD's epsilon. `validation` (disjoint from the candidates) drives early stopping.
+
+    With `lira_references` = M > 0, also offline LiRA ("lira_auc", "lira_tpr_at_fpr", ...):
+    M reference models per option, trained with that option on random halves of the
+    candidates (complementary pairs drawn with `seed`, so each candidate is OUT for M/2 of
+    them; a reference sees (members + non-members) / 2 examples, the target its members);
+    M >= 4, or >= 2 with `lira_fixed_variance` (one pooled variance)."""
     if not options:
         raise BadInput("options must name at least one training configuration")
+    least = 2 if lira_fixed_variance else 4
+    if lira_references and lira_references < least:
+        raise BadInput(
+            f"lira_references must be 0 (off) or >= {least} for offline LiRA "
+            f"{'with' if lira_fixed_variance else 'without'} fixed variance, got {lira_references}"
+        )
     x = torch.cat([members[0], nonmembers[0]])
     y = torch.cat([members[1], nonmembers[1]])
     is_member = torch.arange(len(y)) < len(members[1])
+    masks = random_halves(lira_references, len(y), seed) if lira_references else None
     rows = []
     for name, config in options.items():
         trained = train_target(*members, num_classes, config, validation)
         model = Model(trained.module, num_classes=num_classes, name=name)
-        metrics = ThresholdAttack()(model, x, y).metrics(is_member, fprs)
-        rows.append(
+        scores = ThresholdAttack()(model, x, y).scores
+        row = {"name": name, **_metric_cells("", scores, is_member, fprs)}
+        if masks is not None:
+            lira = _offline_lira(
+                model, x, y, num_classes, config, masks, validation, lira_fixed_variance
+            )
+            row.update(_metric_cells("lira_", lira, is_member, fprs))
+        row.update(
             {
-                "name": name,
-                "auc": metrics.auc,
-                "balanced_accuracy": metrics.balanced_accuracy,
-                "tpr_at_fpr": {str(k): v for k, v in metrics.tpr_at_fpr.items()},
                 "train_accuracy": accuracy(model, *members),
                 "test_accuracy": accuracy(model, *test),
                 "epochs_run": trained.epochs_run,
                 "epsilon": trained.epsilon,
             }
         )
+        rows.append(row)
     base = next((r for r in rows if r["name"] == "none"), rows[0])
     for row in rows:
         row["accuracy_cost"] = base["test_accuracy"] - row["test_accuracy"]

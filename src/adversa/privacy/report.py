@@ -131,6 +131,8 @@ def render_membership_html(data: dict[str, Any]) -> str:
     ]
     if data.get("membership_source"):
         body.insert(0, f"<p>Membership: {escape(str(data['membership_source']))}</p>")
+    for warning in data.get("warnings") or []:
+        body.insert(0, f'<p class="warn">Warning: {escape(str(warning))}</p>')
     return _page("Membership inference report", body, data)
 
 

@@ -6,7 +6,8 @@ time of one. Each model m trains on the examples where `masks[m]` is True (a ran
 a pool, as in Shokri et al. 2017 and Carlini et al. 2022), full batch, with Adam. Because the
 loss is a sum of per-model terms and Adam is elementwise, this is exactly M independent runs.
 
-Cost per training step: one forward and one backward pass of M MLPs over the whole pool.
+Cost per training step: one forward and one backward pass of each MLP over its own examples
+(gathered once, so M halves of the pool, not M pools).
 """
 
 from __future__ import annotations
@@ -174,20 +175,26 @@ def train_stacked(
         masks.shape[0], flat.shape[1], config.hidden, num_classes, make_generator(config.seed)
     )
     opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    weight = masks.float() / counts.unsqueeze(1).float()  # per-model mean over its examples
-    targets = y.unsqueeze(0).expand(masks.shape[0], -1)
+    # Each model sees only its own examples: gather them once, (M, most, F), padded where a
+    # model has fewer than the most (the padding has weight 0), so a step costs M halves of
+    # the pool rather than M whole pools.
+    most = int(counts.max())
+    order = (~masks).to(torch.uint8).argsort(dim=1, stable=True)[:, :most]
+    valid = torch.arange(most, device=masks.device) < counts.unsqueeze(1)
+    own_x, own_y = flat[order], y[order]
+    weight = valid.float() / counts.unsqueeze(1).float()  # per-model mean over its examples
     for step in range(config.steps):
         if progress is not None and step % 10 == 0:
             progress(description, step, config.steps)
         opt.zero_grad(set_to_none=True)
-        logits = net(flat)
+        logits = net(own_x)
         loss = nn.functional.cross_entropy(
             logits.reshape(-1, num_classes),
-            targets.reshape(-1),
+            own_y.reshape(-1),
             reduction="none",
             label_smoothing=config.label_smoothing,
         )
-        (loss.reshape(masks.shape) * weight).sum().backward()
+        (loss.reshape(weight.shape) * weight).sum().backward()
         opt.step()
     if progress is not None:
         progress(description, config.steps, config.steps)
