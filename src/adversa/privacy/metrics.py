@@ -136,8 +136,12 @@ def roc_svg(curves: dict[str, tuple[Tensor, Tensor]], width: int = 420, height: 
         parts.append(
             f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.5"/>'
         )
+        y = top + 14 + 13 * i
         parts.append(
-            f'<text x="{left + 8}" y="{top + 14 + 13 * i}" fill="{colour}">{escape(name)}</text>'
+            f'<line x1="{left + 6}" y1="{y - 4}" x2="{left + 20}" y2="{y - 4}" '
+            f'stroke="{colour}" stroke-width="2"/>'
         )
+        # an inline style, so a page's `svg text {fill: ...}` rule cannot grey the legend out
+        parts.append(f'<text x="{left + 24}" y="{y}" style="fill:{colour}">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
