@@ -1,8 +1,10 @@
 """`adversa text-attack`: attack a text filter with DeepWordBug and PWWS, optionally defend it
 by adversarial data augmentation, and write DIR/report.json and DIR/report.html.
 
-adversa text-attack --data movie-reviews --attacks pwws,deepwordbug --n 200 --out DIR
-                    [--model PATH] [--max-change 0.25] [--min-similarity 0.8] [--seed 0]
+adversa text-attack --data movie-reviews|file.csv --attacks pwws,deepwordbug --n 200 --out DIR
+                    [--text-column text --label-column label]
+                    [--model PATH | --model sklearn:pipe.joblib --trust-model-file]
+                    [--max-change 0.25] [--min-similarity 0.8] [--seed 0]
                     [--augment N] [--save-model PATH]
 """
 
@@ -27,10 +29,26 @@ def add_text_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "and DIR/report.html with success rates, words changed, similarity, queries and "
         "highlighted examples.",
     )
-    tx.add_argument("--data", default="movie-reviews", help="built-in text set (movie-reviews)")
+    tx.add_argument(
+        "--data",
+        default="movie-reviews",
+        help="built-in text set (movie-reviews) or a .csv with a text and a label column",
+    )
+    tx.add_argument("--text-column", default="text", help="the text column of a .csv (text)")
+    tx.add_argument("--label-column", default="label", help="the label column of a .csv (label)")
     tx.add_argument("--attacks", default="pwws,deepwordbug", help="comma-separated text attacks")
     tx.add_argument("--n", type=int, default=200, help="attack the first N test texts")
-    tx.add_argument("--model", help="a text model saved by TextClassifier.save (.pt)")
+    tx.add_argument(
+        "--model",
+        help="a TextClassifier.save file, or sklearn:PATH.joblib (anything with "
+        "predict_proba(list of str), e.g. a TF-IDF pipeline; needs --trust-model-file); default: "
+        "a bag-of-words filter trained on the data's train split",
+    )
+    tx.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help="allow loading sklearn:PATH.joblib; unpickling runs code from the file",
+    )
     tx.add_argument("--max-change", type=float, help="largest share of words changed (0.25)")
     tx.add_argument("--min-similarity", type=float, help="smallest MiniLM similarity (0.8)")
     tx.add_argument("--seed", type=int, default=0, help="seeds the attacks and augmentation")
@@ -46,9 +64,17 @@ def add_text_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_text_attack(args: argparse.Namespace) -> int:
-    from adversa.text import TEXT_ATTACKS, TextClassifier, load_text_data, load_text_victim
+    from adversa.text import (
+        TEXT_ATTACKS,
+        TextClassifier,
+        load_text_data,
+        load_text_victim,
+        train_text_classifier,
+    )
     from adversa.text.base import run_text_attack
+    from adversa.text.data import TEXT_DATASETS
     from adversa.text.defense import evaluate_augmentation
+    from adversa.text.model import load_text_model
     from adversa.text.report import text_report, write_text_report
 
     start = time.perf_counter()
@@ -62,13 +88,18 @@ def cmd_text_attack(args: argparse.Namespace) -> int:
     if args.min_similarity is not None:
         options["min_similarity"] = args.min_similarity
     attacks = [TEXT_ATTACKS.get(name, **options) for name in names]
-    split = load_text_data(args.data)
+    split = load_text_data(args.data, text_column=args.text_column, label_column=args.label_column)
     if args.model:
-        if not Path(args.model).is_file():
-            raise BadInput(f"--model {args.model}: no such file")
-        model = TextClassifier.load(args.model)
-    else:
+        model = load_text_model(args.model, trust_model_file=args.trust_model_file)
+    elif args.data in TEXT_DATASETS:
         model = load_text_victim(data=args.data)
+    else:  # a user's csv: the same bag-of-words recipe on its train split (seconds)
+        model = train_text_classifier(split.train_texts, split.train_labels)
+    if (args.augment or args.save_model) and not isinstance(model, TextClassifier):
+        raise BadInput(
+            "--augment and --save-model work on adversa's bag-of-words model; they cannot "
+            f"retrain or save a {type(model).__name__} (augment your own pipeline's data)"
+        )
     texts, labels = split.test_texts[: args.n], split.test_labels[: args.n]
     defense = None
     with RichProgress() as progress:
@@ -91,7 +122,7 @@ def cmd_text_attack(args: argparse.Namespace) -> int:
     if args.save_model:
         final_model.save(args.save_model)
     config = {
-        "model": args.model or f"{args.data}-bow (cached)",
+        "model": args.model or f"{Path(args.data).name}-bow",
         "data": args.data,
         "attacks": names,
         "n": len(texts),

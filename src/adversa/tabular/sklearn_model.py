@@ -116,9 +116,9 @@ class SklearnModel(Model):
         return self.scores_only() if access == Access.SCORES else self.labels_only()
 
 
-def load_sklearn(path: str | Path, *, trust: bool = False, **options: Any) -> SklearnModel:
-    """Load a joblib/pickle file holding a fitted estimator. Loading runs code from the file:
-    `trust=True` is required (CLI: `--trust-model-file`)."""
+def load_joblib(path: str | Path, *, trust: bool = False) -> Any:
+    """The object in a joblib/pickle file. Loading runs code from the file: `trust=True` is
+    required (CLI: `--trust-model-file`)."""
     path = Path(path).expanduser()
     if not trust:
         raise BadInput(
@@ -130,10 +130,14 @@ def load_sklearn(path: str | Path, *, trust: bool = False, **options: Any) -> Sk
     import joblib
 
     try:
-        estimator = joblib.load(path)
+        return joblib.load(path)
     except Exception as exc:  # unpickling can raise anything
         raise ModelLoadError(f"{path}: not a joblib/pickle file; {type(exc).__name__}") from None
-    return SklearnModel(estimator, name=path.name, **options)
+
+
+def load_sklearn(path: str | Path, *, trust: bool = False, **options: Any) -> SklearnModel:
+    """A fitted estimator from a joblib/pickle file (`load_joblib`) as a query-only `Model`."""
+    return SklearnModel(load_joblib(path, trust=trust), name=Path(path).name, **options)
 
 
 def fit_surrogate(

@@ -131,12 +131,59 @@ def stratified_split(
     return torch.cat(train).sort().values, torch.cat(test).sort().values
 
 
-def load_text_data(name: str = "movie-reviews", *, test_size: float = 0.2, seed: int = 0):
-    """A built-in text set as a `TextSplit` (only "movie-reviews" so far: 3,893 train and 973
-    test snippets with the defaults)."""
-    if name not in TEXT_DATASETS:
-        raise UnknownName("text dataset", name, TEXT_DATASETS)
-    texts, labels = read_movie_reviews()
+def read_text_csv(
+    path: str | Path, *, text_column: str = "text", label_column: str = "label"
+) -> tuple[list[str], torch.Tensor, tuple[str, ...]]:
+    """(texts, labels, class names) from a user's .csv: one row per text. Labels that are all
+    integers 0..C-1 are kept; any other labels become classes in sorted order."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BadInput(f"text data {path}: no such file")
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = list(reader.fieldnames or [])
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise BadInput(f"text data {path}: not a readable UTF-8 csv ({exc})") from exc
+    for arg, column in (("--text-column", text_column), ("--label-column", label_column)):
+        if column not in columns:
+            raise BadInput(f"{path} has no column {column!r} ({arg}); columns: {columns}")
+    rows = [r for r in rows if (r[text_column] or "").strip()]
+    raw = [(r[label_column] or "").strip() for r in rows]
+    if any(not value for value in raw):
+        raise BadInput(f"{path}: some rows have an empty {label_column!r}")
+    names = sorted(set(raw))
+    if len(names) < 2:
+        raise BadInput(f"{path}: need at least 2 classes in {label_column!r}, got {names}")
+    if all(v.isdigit() for v in names) and sorted(map(int, names)) == list(range(len(names))):
+        names = [str(k) for k in range(len(names))]
+    index = {name: k for k, name in enumerate(names)}
+    texts = [" ".join(r[text_column].split()) for r in rows]
+    labels = torch.tensor([index[v] for v in raw], dtype=torch.long)
+    return texts, labels, tuple(names)
+
+
+def load_text_data(
+    name: str = "movie-reviews",
+    *,
+    test_size: float = 0.2,
+    seed: int = 0,
+    text_column: str = "text",
+    label_column: str = "label",
+) -> TextSplit:
+    """A text set as a `TextSplit`: the built-in "movie-reviews" (3,893 train and 973 test
+    snippets with the defaults) or a user's `.csv` (`read_text_csv`), split per class with
+    `seed`."""
+    if name.lower().endswith(".csv"):
+        texts, labels, class_names = read_text_csv(
+            name, text_column=text_column, label_column=label_column
+        )
+    elif name in TEXT_DATASETS:
+        texts, labels = read_movie_reviews()
+        class_names = ("rotten", "fresh")
+    else:
+        raise UnknownName("text dataset (or a .csv file)", name, TEXT_DATASETS)
     train, test = stratified_split(labels, test_size, seed)
     return TextSplit(
         name=name,
@@ -144,5 +191,5 @@ def load_text_data(name: str = "movie-reviews", *, test_size: float = 0.2, seed:
         train_labels=labels[train],
         test_texts=[texts[i] for i in test.tolist()],
         test_labels=labels[test],
-        class_names=("rotten", "fresh"),
+        class_names=class_names,
     )

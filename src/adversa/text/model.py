@@ -229,3 +229,18 @@ def load_text_victim(
     except OSError as exc:
         log.warning("could not cache the text victim at %s (%s)", path, exc)
     return model
+
+
+def load_text_model(spec: str, *, trust_model_file: bool = False) -> Any:
+    """A text model from the command line's `--model`: `sklearn:path.joblib` (any fitted object
+    with `predict_proba(list[str])`, e.g. a TF-IDF + logistic-regression pipeline; unpickling
+    runs code, so `trust_model_file` is required) or a `TextClassifier.save` file."""
+    if spec.startswith("sklearn:"):
+        from adversa.tabular.sklearn_model import load_joblib
+
+        model = load_joblib(spec.removeprefix("sklearn:"), trust=trust_model_file)
+        check_text_model(model)
+        return model
+    if not Path(spec).expanduser().is_file():
+        raise BadInput(f"--model {spec}: no such file (a TextClassifier.save file or sklearn:PATH)")
+    return TextClassifier.load(spec)
