@@ -35,16 +35,15 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 from torch import Tensor
 
 from adversa.attacks.base import AttackBase, register_attack
-from adversa.errors import require
-from adversa.losses import get_loss, is_adversarial
+from adversa.attacks.const_search import NO_UPPER, check_search_options, next_const, on_unbroken
+from adversa.losses import get_loss
 from adversa.model import Model
-
-_UPPER_INIT = 1e10  # "no successful constant yet" sentinel for the binary search
 
 
 @register_attack("cw", aliases=("cw-l2",))
@@ -61,25 +60,13 @@ class CW(AttackBase):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
-        require(
-            self.binary_search_steps >= 1,
-            f"binary_search_steps must be >= 1, got {self.binary_search_steps}",
+        check_search_options(
+            self.steps, self.binary_search_steps, self.initial_const, self.lr, self.confidence
         )
-        require(self.initial_const > 0, f"initial_const must be > 0, got {self.initial_const}")
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(self.confidence >= 0, f"confidence must be >= 0, got {self.confidence}")
 
     def _perturb(self, model: Model, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
-        targeted = self.threat.targeted
-        with torch.no_grad():
-            todo = ~is_adversarial(model(x), y, targeted)
-        x_out = x.clone()
-        idx = torch.nonzero(todo).squeeze(1)
-        if idx.numel() == 0:
-            return x_out
-        x_out[idx] = self._search(model, x[idx], y[idx])
-        return x_out
+        search = functools.partial(self._search, model)
+        return on_unbroken(model, x, y, self.threat.targeted, search)
 
     def _search(self, model: Model, x: Tensor, y: Tensor) -> Tensor:
         """The binary search over c for a batch the model does not yet get wrong."""
@@ -90,7 +77,7 @@ class CW(AttackBase):
         w_start = _to_tanh_space(x, lo, hi)
         const = torch.full((n,), self.initial_const, **kwargs)
         lower = torch.zeros(n, **kwargs)
-        upper = torch.full((n,), _UPPER_INIT, **kwargs)
+        upper = torch.full((n,), NO_UPPER, **kwargs)
         best_l2 = torch.full((n,), torch.inf, **kwargs)
         best_x = x.clone()
         check_every = max(1, self.steps // 10)
@@ -120,11 +107,7 @@ class CW(AttackBase):
                         break
                     previous = total
 
-            # Fooled in this search: c may shrink (bisect down). Else c must grow.
-            upper = torch.where(fooled_now, torch.minimum(upper, const), upper)
-            lower = torch.where(fooled_now, lower, torch.maximum(lower, const))
-            bisect = (lower + upper) / 2
-            const = torch.where(upper < _UPPER_INIT, bisect, const * 10)
+            const, lower, upper = next_const(const, lower, upper, fooled_now)
         return best_x
 
 

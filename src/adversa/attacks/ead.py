@@ -47,17 +47,18 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
 from torch import Tensor
 
 from adversa.attacks.base import AttackBase, register_attack
+from adversa.attacks.const_search import NO_UPPER, check_search_options, next_const, on_unbroken
 from adversa.errors import require
-from adversa.losses import get_loss, is_adversarial
+from adversa.losses import get_loss
 from adversa.model import Model
 
-_UPPER_INIT = 1e10  # "no successful constant yet" sentinel for the binary search
 DECISION_RULES = ("en", "l1")
 
 
@@ -78,28 +79,17 @@ class EAD(AttackBase):
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
-        require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
-        require(
-            self.binary_search_steps >= 1,
-            f"binary_search_steps must be >= 1, got {self.binary_search_steps}",
+        check_search_options(
+            self.steps, self.binary_search_steps, self.initial_const, self.lr, self.confidence
         )
-        require(self.initial_const > 0, f"initial_const must be > 0, got {self.initial_const}")
-        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(self.confidence >= 0, f"confidence must be >= 0, got {self.confidence}")
         require(
             self.decision_rule in DECISION_RULES,
             f"decision_rule must be one of {', '.join(DECISION_RULES)}, got {self.decision_rule!r}",
         )
 
     def _perturb(self, model: Model, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
-        with torch.no_grad():
-            todo = ~is_adversarial(model(x), y, self.threat.targeted)
-        x_out = x.clone()
-        idx = torch.nonzero(todo).squeeze(1)
-        if idx.numel() == 0:
-            return x_out
-        x_out[idx] = self._search(model, x[idx], y[idx])
-        return x_out
+        search = functools.partial(self._search, model)
+        return on_unbroken(model, x, y, self.threat.targeted, search)
 
     def _search(self, model: Model, x: Tensor, y: Tensor) -> Tensor:
         """The binary search over c for a batch the model does not yet get wrong."""
@@ -112,7 +102,7 @@ class EAD(AttackBase):
         tol = 4 * torch.finfo(x.dtype).eps * (hi - lo) * x[0].numel() if math.isfinite(eps) else 0
         const = torch.full((n,), self.initial_const, **kwargs)
         lower = torch.zeros(n, **kwargs)
-        upper = torch.full((n,), _UPPER_INIT, **kwargs)
+        upper = torch.full((n,), NO_UPPER, **kwargs)
         best_rule = torch.full((n,), torch.inf, **kwargs)  # inside the ball
         best_x = x.clone()
         outside_l1 = torch.full((n,), torch.inf, **kwargs)  # fooling, but beyond eps
@@ -157,11 +147,7 @@ class EAD(AttackBase):
                         break
                     previous = total
 
-            # Fooled in this search: c may shrink (bisect down). Else c must grow.
-            upper = torch.where(fooled_now, torch.minimum(upper, const), upper)
-            lower = torch.where(fooled_now, lower, torch.maximum(lower, const))
-            bisect = (lower + upper) / 2
-            const = torch.where(upper < _UPPER_INIT, bisect, const * 10)
+            const, lower, upper = next_const(const, lower, upper, fooled_now)
         found = torch.isfinite(best_rule).view(-1, *([1] * (x.dim() - 1)))
         return torch.where(found, best_x, outside_x)
 
