@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_privacy_parsers(commands, common)
 
     ls = commands.add_parser(
-        "list", parents=[common], help="list attacks, datasets, defenses or models"
+        "list",
+        parents=[common],
+        help="list attacks, datasets, defenses, models, poisons or text attacks",
     )
     ls.add_argument("what", choices=LIST_WHAT)
     ls.set_defaults(handler=cmd_list)
@@ -116,7 +118,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "attacks":
         for name in ATTACKS.list():
             norms = getattr(ATTACKS.factory(name), "norms", NORMS)
-            print(f"{name:<12} norms: {', '.join(norms)}")
+            print(f"{name:<20} norms: {', '.join(norms)}")
     elif args.what == "datasets":
         print("\n".join(list_datasets()))
     elif args.what == "defenses":
