@@ -1,8 +1,9 @@
 """Clean-label poisons: the label-consistent backdoor (Turner et al. 2019) on a 2000-image
 MNIST subset, and feature collision (Shafahi et al. 2018) and gradient matching (Geiping et
 al. 2021) in a transfer-learning setting: a small CNN trained on clean data is frozen and the
-victim retrains only its last layer on the poisoned set. Five seeded trials each pick a
-correctly classified test instance and a random other class to push it into."""
+victim retrains only its last layer on the poisoned set, from scratch or (fine-tuning) from
+the surrogate's head. Ten seeded trials each pick a correctly classified test instance and a
+random other class to push it into."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from adversa.poisoning.base import predict_labels
 from adversa.poisoning.detect import last_linear, penultimate_features
 from adversa.poisoning.surrogate import fit_classifier, fit_linear_head
 
-TRIALS = 5
+TRIALS = 10
 
 
 @pytest.fixture(scope="module")
@@ -92,25 +93,33 @@ def head_accuracy(head, feats, y) -> float:
 
 
 @pytest.mark.parametrize(
-    ("name", "options", "finetune", "min_hits"),
+    ("name", "options", "min_hits"),
     [
-        # measured 4/5 (head retrained from scratch); the paper's single-poison transfer
-        # setting reaches 100% on InceptionV3, here 20 poisons among 2000 images
-        ("feature-collision", {"n_poisons": 20, "steps": 300}, False, 3),
-        # measured 3/5 when the victim fine-tunes its head (from scratch: 1/5); 40 poisons
-        # (2% of the data) within Linf 0.3
-        ("gradient-matching", {"n_poisons": 40, "eps": 0.3, "steps": 100, "restarts": 2}, True, 2),
+        # measured 9/10 (head from scratch); the paper's single-poison transfer setting reaches
+        # 100% on InceptionV3, here 20 poisons among 2000 images
+        ("feature-collision", {"n_poisons": 20, "steps": 300}, {"scratch": 7}),
+        # 40 poisons (2% of the data) within Linf 0.3, default draws (the surrogate's head and
+        # 4 x 6 early snapshots of retrained heads) and gradient-norm bases: measured 9/10
+        # from scratch and 9/10 fine-tuned (19/20 and 18/20 over 20 targets); matching at the
+        # surrogate's head alone with random bases moved 2/10 and 7/10
+        (
+            "gradient-matching",
+            {"n_poisons": 40, "eps": 0.3, "steps": 100, "restarts": 1},
+            {"scratch": 7, "finetune": 7},
+        ),
     ],
 )
-def test_targeted_poisons_in_transfer_learning(mnist, extractor, name, options, finetune, min_hits):
+def test_targeted_poisons_in_transfer_learning(mnist, extractor, name, options, min_hits):
     train, test = mnist
     clean_feats = penultimate_features(extractor, train.x)
     test_feats = penultimate_features(extractor, test.x)
-    clean_head = fit_head(extractor, clean_feats, train.y, 0, finetune)
-    base_acc = head_accuracy(clean_head, test_feats, test.y)
-    hits, accs = 0, []
+    victims = {v: v == "finetune" for v in min_hits}
+    clean_heads = {v: fit_head(extractor, clean_feats, train.y, 0, ft) for v, ft in victims.items()}
+    base_acc = {v: head_accuracy(h, test_feats, test.y) for v, h in clean_heads.items()}
+    hits, accs = dict.fromkeys(victims, 0), {v: [] for v in victims}
     for trial, (index, source, adversarial) in enumerate(trials(test, extractor)):
-        assert int(clean_head(test_feats[index : index + 1]).argmax()) == source  # no poison
+        for head in clean_heads.values():  # no poison: the target keeps its class
+            assert int(head(test_feats[index : index + 1]).argmax()) == source
         attack = POISONS.get(
             name, model=extractor, target_x=test.x[index], target_class=adversarial, **options
         )
@@ -122,11 +131,14 @@ def test_targeted_poisons_in_transfer_learning(mnist, extractor, name, options, 
             assert float((poisoned.x - train.x).abs().amax()) <= options["eps"] + 1e-5
         feats = clean_feats.clone()
         feats[idx] = penultimate_features(extractor, poisoned.x[idx])
-        head = fit_head(extractor, feats, poisoned.y, trial, finetune)
-        hits += int(head(test_feats[index : index + 1]).argmax()) == adversarial
-        accs.append(head_accuracy(head, test_feats, test.y))
-    assert hits >= min_hits, (name, hits)
-    assert min(accs) >= base_acc - 0.03, (accs, base_acc)  # measured within 0.012
+        for victim, finetune in victims.items():
+            head = fit_head(extractor, feats, poisoned.y, trial, finetune)
+            hits[victim] += int(head(test_feats[index : index + 1]).argmax()) == adversarial
+            accs[victim].append(head_accuracy(head, test_feats, test.y))
+    for victim, bound in min_hits.items():
+        assert hits[victim] >= bound, (name, victim, hits)
+        # measured: worst trial 2.1 points (gradient matching from scratch), mean 1.0
+        assert min(accs[victim]) >= base_acc[victim] - 0.035, (victim, accs, base_acc)
 
 
 def test_targeted_poison_bad_input(mnist, extractor):
@@ -139,20 +151,40 @@ def test_targeted_poison_bad_input(mnist, extractor):
         POISONS.get("gradient-matching", model=extractor, target_x=test.x[0], n_poisons=5000)(train)
     with pytest.raises(BadInput, match="eps must be > 0"):
         POISONS.get("gradient-matching", eps=0.0)
+    with pytest.raises(BadInput, match="bases must be one of"):
+        POISONS.get("gradient-matching", bases="loss")
+    with pytest.raises(BadInput, match="snapshots >= 1"):
+        POISONS.get("gradient-matching", snapshots=0)
+    with pytest.raises(BadInput, match="surrogate_head=False needs ensemble"):
+        POISONS.get("gradient-matching", ensemble=0, surrogate_head=False)
     with pytest.raises(BadInput, match="norm must be"):
         POISONS.get("clean-label", norm="l1")
     with pytest.raises(BadInput, match="class 0 has only"):
         POISONS.get("clean-label", rate=0.5, model=extractor)(train)
 
 
-@pytest.mark.parametrize("name", ["feature-collision", "gradient-matching"])
-def test_targeted_poisons_are_seeded(mnist, extractor, name):
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("feature-collision", {}),
+        ("gradient-matching", {"bases": "random"}),
+        ("gradient-matching", {}),  # bases by gradient norm: only the random starts vary
+        ("gradient-matching", {"params": "all", "ensemble": 1, "snapshots": 2, "restarts": 2}),
+    ],
+)
+def test_targeted_poisons_are_seeded(mnist, extractor, name, options):
     train, test = mnist
     small = train.take(300)
-    attack = POISONS.get(name, model=extractor, target_x=test.x[0], target_class=1, steps=3)
+    attack = POISONS.get(
+        name, model=extractor, target_x=test.x[0], target_class=1, steps=3, **options
+    )
     a, b, c = attack(small, seed=5), attack(small, seed=5), attack(small, seed=6)
     assert torch.equal(a.x, b.x) and torch.equal(a.poisoned_idx, b.poisoned_idx)
-    assert not torch.equal(a.poisoned_idx, c.poisoned_idx)
+    assert not torch.equal(a.x, c.x)
+    if options.get("bases", "random" if name == "feature-collision" else "gradient-norm") == (
+        "random"
+    ):
+        assert not torch.equal(a.poisoned_idx, c.poisoned_idx)
     assert a.x.dtype == small.x.dtype and float(a.x.min()) >= 0 and float(a.x.max()) <= 1
     untouched = ~a.mask
     assert torch.equal(a.x[untouched], small.x[untouched])
