@@ -54,6 +54,21 @@ def make_constraints(unit: float = 0.1, weights=None, lower4: float = 0.2) -> Fe
     )
 
 
+def assert_feasible(out: torch.Tensor, x: torch.Tensor, threat, unit: float) -> None:
+    """Every constraint of `make_constraints(unit)` holds on `out` (rows perturbed from `x`)."""
+    tol = 1e-5
+    assert bool(threat.contains(out, x).all())
+    assert bool(((out >= -tol) & (out <= 1 + tol)).all())
+    assert bool(((out[:, 4] >= 0.2 - tol) & (out[:, 4] <= 0.9 + tol)).all())
+    assert torch.equal(out[:, list(IMMUTABLE)], x[:, list(IMMUTABLE)])
+    k = out[:, list(INTEGER)] / unit
+    assert torch.allclose(k, k.round(), atol=1e-4)
+    assert bool((out[:, list(MONOTONE)] >= x[:, list(MONOTONE)] - tol).all())
+    for group in GROUPS:
+        block = out[:, list(group)]
+        assert bool(((block == 0) | (block == 1)).all()) and bool((block.sum(1) == 1).all())
+
+
 def feasible_rows(seed: int, n: int, unit: float) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(n, D, generator=gen)
@@ -80,17 +95,7 @@ def test_projection_enforces_every_constraint(seed, norm, eps, unit, weights, ra
     x = feasible_rows(seed, 8, unit)
     assert bool(constraints.satisfied(x, x, threat.bounds).all())
     out = threat.project(torch.from_numpy(raw), x)
-    tol = 1e-5
-    assert bool(threat.contains(out, x).all())
-    assert bool(((out >= -tol) & (out <= 1 + tol)).all())
-    assert bool(((out[:, 4] >= 0.2 - tol) & (out[:, 4] <= 0.9 + tol)).all())
-    assert torch.equal(out[:, list(IMMUTABLE)], x[:, list(IMMUTABLE)])
-    k = out[:, list(INTEGER)] / unit
-    assert torch.allclose(k, k.round(), atol=1e-4)
-    assert bool((out[:, list(MONOTONE)] >= x[:, list(MONOTONE)] - tol).all())
-    for group in GROUPS:
-        block = out[:, list(group)]
-        assert bool(((block == 0) | (block == 1)).all()) and bool((block.sum(1) == 1).all())
+    assert_feasible(out, x, threat, unit)
     assert bool((threat.distance(out, x) <= eps + 1e-4).all())
     assert torch.allclose(threat.project(out, x), out, atol=1e-5)  # idempotent
 

@@ -35,37 +35,19 @@ from adversa.tabular import (
     constraints_for,
     feature_changes,
 )
+from tests.test_tabular import D, make_constraints
+from tests.test_tabular import assert_feasible as check_all_constraints
+from tests.test_tabular import feasible_rows as shared_feasible_rows
 
-D = 10
-IMMUTABLE, INTEGER, MONOTONE, GROUPS = (0,), (1, 2), (2, 3), ((5, 6, 7), (8, 9))
 UNIT = 0.1
 
 
 def small_constraints(weights=None) -> FeatureConstraints:
-    lower, upper = [-math.inf] * D, [math.inf] * D
-    lower[4], upper[4] = 0.2, 0.9
-    return FeatureConstraints(
-        num_features=D,
-        lower=lower,
-        upper=upper,
-        immutable=IMMUTABLE,
-        integer=INTEGER,
-        unit=[UNIT] * D,
-        categorical=GROUPS,
-        increase_only=MONOTONE,
-        weights=weights,
-    )
+    return make_constraints(UNIT, weights)
 
 
 def feasible_rows(seed: int, n: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, D, generator=gen)
-    x[:, list(INTEGER)] = (x[:, list(INTEGER)] / UNIT).round() * UNIT
-    x[:, 4] = x[:, 4].clamp(0.2, 0.9)
-    for group in GROUPS:
-        pick = torch.randint(0, len(group), (n,), generator=gen)
-        x[:, list(group)] = nn.functional.one_hot(pick, len(group)).float()
-    return x
+    return shared_feasible_rows(seed, n, UNIT)
 
 
 def random_net(seed: int) -> nn.Module:
@@ -76,17 +58,7 @@ def random_net(seed: int) -> nn.Module:
 
 
 def assert_feasible(out: torch.Tensor, x: torch.Tensor, threat: ConstrainedThreat) -> None:
-    tol = 1e-5
-    assert bool(threat.contains(out, x).all())
-    assert bool(((out >= -tol) & (out <= 1 + tol)).all())
-    assert bool(((out[:, 4] >= 0.2 - tol) & (out[:, 4] <= 0.9 + tol)).all())
-    assert torch.equal(out[:, list(IMMUTABLE)], x[:, list(IMMUTABLE)])
-    k = out[:, list(INTEGER)] / UNIT
-    assert torch.allclose(k, k.round(), atol=1e-4)
-    assert bool((out[:, list(MONOTONE)] >= x[:, list(MONOTONE)] - tol).all())
-    for group in GROUPS:
-        block = out[:, list(group)]
-        assert bool(((block == 0) | (block == 1)).all()) and bool((block.sum(1) == 1).all())
+    check_all_constraints(out, x, threat, UNIT)
 
 
 @settings(max_examples=12, deadline=None)
