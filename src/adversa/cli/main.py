@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_privacy_parsers(commands, common)
 
+    from adversa.cli.privacy_defense import add_privacy_defense_parser
+
+    add_privacy_defense_parser(commands, common)
+
     ls = commands.add_parser(
         "list",
         parents=[common],

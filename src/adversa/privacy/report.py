@@ -230,3 +230,69 @@ def write_inversion_reports(
     html = render_inversion_html(data, result, means, bounds, class_names)
     html_path = atomic_write_text(out / "inversion.html", html)
     return json_path, html_path
+
+
+def defense_report(
+    rows: list[dict[str, Any]],
+    *,
+    config: dict[str, Any],
+    seed: int,
+    seconds: float,
+    fprs: tuple[float, ...] = DEFAULT_FPRS,
+    membership_source: str = "",
+) -> dict[str, Any]:
+    """The JSON content of `defense.json`: `defense_tradeoff`'s rows, one per training option."""
+    return {
+        "kind": "membership-defense",
+        "timestamp": _now(),
+        "seed": seed,
+        "seconds": round(seconds, 3),
+        "baseline": BASELINE,
+        "fprs": list(fprs),
+        "membership_source": membership_source,
+        "options": rows,
+        "config": config,
+        "versions": versions(),
+    }
+
+
+def render_defense_html(data: dict[str, Any]) -> str:
+    """`defense.html`: per training option its accuracy cost beside the attacks' AUC and TPR at
+    low FPR (loss threshold always; offline LiRA when references were trained)."""
+    fprs = data["fprs"]
+    lira = any("lira_auc" in row for row in data["options"])
+    attacks = [("", "loss threshold")] + ([("lira_", "offline LiRA")] if lira else [])
+    head = "<tr><th>option</th><th>test accuracy</th><th>accuracy cost</th><th>epsilon</th>"
+    for _, label in attacks:
+        head += f"<th>{label} AUC</th>" + "".join(
+            f"<th>{label} TPR at {100 * f:g}% FPR</th>" for f in fprs
+        )
+    rows = []
+    for row in data["options"]:
+        eps = "" if row.get("epsilon") is None else f"{row['epsilon']:.2f}"
+        cells = (
+            f"<td>{escape(row['name'])}</td><td>{100 * row['test_accuracy']:.1f}%</td>"
+            f"<td>{100 * row['accuracy_cost']:+.1f} pts</td><td>{eps}</td>"
+        )
+        for prefix, _ in attacks:
+            cells += f"<td>{row[prefix + 'auc']:.3f}</td>" + "".join(
+                f"<td>{100 * row[prefix + 'tpr_at_fpr'][str(f)]:.2f}%</td>" for f in fprs
+            )
+        rows.append(f"<tr>{cells}</tr>")
+    body = [
+        f"<p>Membership: {escape(str(data.get('membership_source', '')))}</p>",
+        '<div class="muted">Each option trains the target on the members; an AUC near 0.5 and '
+        "a TPR near the FPR mean the attack cannot tell members from non-members. Accuracy cost "
+        'is against the first option ("none" when listed); epsilon is DP-SGD\'s at the '
+        "configured delta.</div>",
+        f"<h2>Options</h2><table>{head}{''.join(rows)}</table>",
+    ]
+    return _page("Membership-inference defenses", body, data)
+
+
+def write_defense_reports(directory: str | Path, data: dict[str, Any]) -> tuple[Path, Path]:
+    """Write DIR/defense.json and DIR/defense.html atomically; return both paths."""
+    out = Path(directory)
+    json_path = atomic_write_text(out / "defense.json", json.dumps(data, indent=2) + "\n")
+    html_path = atomic_write_text(out / "defense.html", render_defense_html(data))
+    return json_path, html_path
