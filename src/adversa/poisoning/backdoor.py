@@ -95,6 +95,17 @@ def _poison(dataset: Dataset, trigger: Trigger, idx: torch.Tensor, target: int) 
     return x, y
 
 
+def _stamp(attack: BadNets | Blend, dataset: Dataset, seed: int) -> PoisonedSet:
+    """A trigger backdoor: `attack.rate` of the non-target samples (seeded) get its trigger
+    and the target label."""
+    check_target(attack.target_class, dataset)
+    trigger = attack.trigger(dataset)
+    idx = choose_victims(dataset, attack.rate, attack.target_class, seed)
+    x, y = _poison(dataset, trigger, idx, attack.target_class)
+    meta = {"attack": attack.name, **dataclasses.asdict(attack), "seed": seed}
+    return PoisonedSet(x, y, idx, trigger, attack.target_class, meta)
+
+
 @POISONS.register("badnets", aliases=("patch",))
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BadNets:
@@ -118,12 +129,7 @@ class BadNets:
         )
 
     def __call__(self, dataset: Dataset, seed: int = 0) -> PoisonedSet:
-        check_target(self.target_class, dataset)
-        trigger = self.trigger(dataset)
-        idx = choose_victims(dataset, self.rate, self.target_class, seed)
-        x, y = _poison(dataset, trigger, idx, self.target_class)
-        meta = {"attack": self.name, **dataclasses.asdict(self), "seed": seed}
-        return PoisonedSet(x, y, idx, trigger, self.target_class, meta)
+        return _stamp(self, dataset, seed)
 
 
 @POISONS.register("blend", aliases=("blended",))
@@ -147,9 +153,4 @@ class Blend:
         return blend_trigger(dataset.input_shape, self.alpha, self.pattern_seed, dataset.bounds)
 
     def __call__(self, dataset: Dataset, seed: int = 0) -> PoisonedSet:
-        check_target(self.target_class, dataset)
-        trigger = self.trigger(dataset)
-        idx = choose_victims(dataset, self.rate, self.target_class, seed)
-        x, y = _poison(dataset, trigger, idx, self.target_class)
-        meta = {"attack": self.name, **dataclasses.asdict(self), "seed": seed}
-        return PoisonedSet(x, y, idx, trigger, self.target_class, meta)
+        return _stamp(self, dataset, seed)

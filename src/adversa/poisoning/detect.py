@@ -201,9 +201,7 @@ class SpectralSignatures:
             idx = torch.nonzero(y == c).flatten()
             if idx.numel() < 2:
                 continue
-            centred = feats[idx] - feats[idx].mean(0)
-            _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-            z = centred @ vh[: self.k].T
+            z = _top_components(feats[idx], self.k)
             dist = (z - z.median(0).values).norm(dim=1)
             scores[idx] = dist / (dist.median() + 1e-12)
         flagged = torch.zeros(len(y), dtype=torch.bool)
@@ -222,6 +220,13 @@ def _split_1d(values: Tensor, iters: int = 30) -> tuple[Tensor, Tensor, Tensor]:
     low = (values - lo).abs() <= (values - hi).abs()
     within = torch.where(low, values - lo, values - hi)
     return lo, hi, within.std().clamp_min(1e-12)
+
+
+def _top_components(feats: Tensor, k: int) -> Tensor:
+    """The rows of `feats`, centred, projected on their top `k` principal directions."""
+    centred = feats - feats.mean(0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ vh[:k].T
 
 
 def _two_means(z: Tensor, iters: int) -> tuple[Tensor, Tensor]:
@@ -260,9 +265,7 @@ class ActivationClustering:
             idx = torch.nonzero(y == c).flatten()
             if idx.numel() < 4:
                 continue
-            centred = feats[idx] - feats[idx].mean(0)
-            _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-            z = centred @ vh[: self.dims].T
+            z = _top_components(feats[idx], self.dims)
             dist, assign = _two_means(z, self.kmeans_iters)
             small = int((assign == 1).sum() < (assign == 0).sum())
             share = float((assign == small).float().mean())

@@ -136,12 +136,18 @@ def render_membership_html(data: dict[str, Any]) -> str:
     return _page("Membership inference report", body, data)
 
 
+def _write_pair(
+    directory: str | Path, stem: str, data: dict[str, Any], html: str
+) -> tuple[Path, Path]:
+    """Write DIR/<stem>.json and DIR/<stem>.html atomically; return both paths."""
+    out = Path(directory)
+    json_path = atomic_write_text(out / f"{stem}.json", json.dumps(data, indent=2) + "\n")
+    return json_path, atomic_write_text(out / f"{stem}.html", html)
+
+
 def write_membership_reports(directory: str | Path, data: dict[str, Any]) -> tuple[Path, Path]:
     """Write DIR/privacy.json and DIR/privacy.html atomically; return both paths."""
-    out = Path(directory)
-    json_path = atomic_write_text(out / "privacy.json", json.dumps(data, indent=2) + "\n")
-    html_path = atomic_write_text(out / "privacy.html", render_membership_html(data))
-    return json_path, html_path
+    return _write_pair(directory, "privacy", data, render_membership_html(data))
 
 
 def inversion_report(
@@ -225,11 +231,8 @@ def write_inversion_reports(
     class_names: list[str] | None = None,
 ) -> tuple[Path, Path]:
     """Write DIR/inversion.json and DIR/inversion.html atomically; return both paths."""
-    out = Path(directory)
-    json_path = atomic_write_text(out / "inversion.json", json.dumps(data, indent=2) + "\n")
     html = render_inversion_html(data, result, means, bounds, class_names)
-    html_path = atomic_write_text(out / "inversion.html", html)
-    return json_path, html_path
+    return _write_pair(directory, "inversion", data, html)
 
 
 def defense_report(
@@ -292,7 +295,4 @@ def render_defense_html(data: dict[str, Any]) -> str:
 
 def write_defense_reports(directory: str | Path, data: dict[str, Any]) -> tuple[Path, Path]:
     """Write DIR/defense.json and DIR/defense.html atomically; return both paths."""
-    out = Path(directory)
-    json_path = atomic_write_text(out / "defense.json", json.dumps(data, indent=2) + "\n")
-    html_path = atomic_write_text(out / "defense.html", render_defense_html(data))
-    return json_path, html_path
+    return _write_pair(directory, "defense", data, render_defense_html(data))
