@@ -1,5 +1,5 @@
 """`certify.json` (written atomically) and `certify.html` (one self-contained page, built from
-the evaluation report's CSS, SVG curve, warning box and configuration table).
+the shared report parts of `adversa.render`: CSS, line chart, warning box, key-value tables).
 
 `certify.json` holds `method`, `norm`, `n`, `clean_accuracy` (the base model), the headline
 `certified_accuracy` (at the first eps listed), `results` (one entry per eps: certified
@@ -22,9 +22,19 @@ from typing import Any
 
 from adversa.certify.run import CertifyResult
 from adversa.certify.smoothing import max_radius
-from adversa.evaluation.html import _CSS, _config, _fmt, _pct, _warnings, curve_svg
-from adversa.evaluation.report import _jsonable
 from adversa.io import atomic_write_text
+from adversa.render import (
+    cards,
+    config_section,
+    fmt,
+    jsonable,
+    kv_table,
+    line_chart_svg,
+    page_start,
+    pct,
+    run_line,
+    warnings_block,
+)
 from adversa.versions import versions
 
 CERTIFY_JSON = "certify.json"
@@ -99,7 +109,7 @@ def certify_report(
         "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "seconds": float(seconds),
     }
-    return _jsonable(report)
+    return jsonable(report)
 
 
 def _radius_curve(result: CertifyResult) -> list[dict[str, float]]:
@@ -135,14 +145,9 @@ def render_certify_html(data: dict[str, Any]) -> str:
     bugs = [w for w in data["warnings"] if w.startswith("BUG")]
     others = [w for w in data["warnings"] if not w.startswith("BUG")]
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        "<title>adversa certification</title>",
-        f"<style>{_CSS}</style></head><body><main>",
+        page_start("adversa certification"),
         f"<h1>Certification ({escape(method)}): <code>{model}</code> on <code>{dataset}</code></h1>"
-        f'<div class="muted">{escape(data["timestamp"])} UTC · seed {data["seed"]} · '
-        f"{data['seconds']:.1f} s in total</div>",
+        + run_line(data["timestamp"], data["seed"], data["seconds"]),
     ]
     if bugs:
         items = "".join(f"<li>{escape(w)}</li>" for w in bugs)
@@ -151,14 +156,15 @@ def render_certify_html(data: dict[str, Any]) -> str:
             'border-left-color:#b42318"><h2 style="color:#b42318">BUG: certificates contradict '
             f"the attacks ({len(bugs)})</h2><ul>{items}</ul></div>"
         )
-    parts += [_warnings(others), _cards(data), _table(data)]
+    parts += [warnings_block(others), _cards(data), _table(data)]
     if len(data["curve"]) > 1:
         parts.append(_curve(data))
     if smoothing is not None:
-        parts.append(
-            "<h2>Randomized smoothing</h2>" + _kv({k: _fmt(v) for k, v in smoothing.items()})
-        )
-    parts += [_config(data), "</main></body></html>\n"]
+        parts.append("<h2>Randomized smoothing</h2>" + kv_table(smoothing))
+    parts += [
+        config_section({**data["config"], "seed": data["seed"]}, data["versions"]),
+        "</main></body></html>\n",
+    ]
     return "\n".join(parts)
 
 
@@ -166,24 +172,20 @@ def _cards(data: dict[str, Any]) -> str:
     label = "certified" if data["method"] == "smoothing" else "verified"
     first = data["results"][0]
     radius = "L2 radius" if data["method"] == "smoothing" else f"{data['norm']} eps"
-    cards = [
-        ("clean accuracy (base model)", _pct(data["clean_accuracy"])),
-        (f"{label} accuracy at {radius} {_fmt(first['eps'])}", _pct(first["certified_accuracy"])),
+    headline = [
+        ("clean accuracy (base model)", pct(data["clean_accuracy"])),
+        (f"{label} accuracy at {radius} {fmt(first['eps'])}", pct(first["certified_accuracy"])),
         ("points", str(data["n"])),
     ]
     if data["abstention_rate"] is not None:
-        cards.insert(2, ("abstention rate", _pct(data["abstention_rate"])))
+        headline.insert(2, ("abstention rate", pct(data["abstention_rate"])))
     if "empirical_robust_accuracy" in first:
-        cards.insert(2, ("empirical robust accuracy", _pct(first["empirical_robust_accuracy"])))
-    body = "".join(
-        f'<div class="card"><div class="v">{escape(v)}</div><div class="k">{escape(k)}</div></div>'
-        for k, v in cards
-    )
+        headline.insert(2, ("empirical robust accuracy", pct(first["empirical_robust_accuracy"])))
     note = (
         '<div class="muted">A certified point is provably classified correctly everywhere in '
         "the ball; empirical robust accuracy (attacks) can only be higher.</div>"
     )
-    return f'<div class="cards">{body}</div>{note}'
+    return cards(headline) + note
 
 
 def _table(data: dict[str, Any]) -> str:
@@ -193,10 +195,10 @@ def _table(data: dict[str, Any]) -> str:
     head += "<th>seconds</th></tr>"
     rows = []
     for e in data["results"]:
-        row = f"<td>{_fmt(e['eps'])}</td><td>{_pct(e['certified_accuracy'])}</td>"
+        row = f"<td>{fmt(e['eps'])}</td><td>{pct(e['certified_accuracy'])}</td>"
         row += f"<td>{e['n_certified']}</td>"
         if attacked:
-            row += f"<td>{_pct(e['empirical_robust_accuracy'])}</td><td>{len(e['violations'])}</td>"
+            row += f"<td>{pct(e['empirical_robust_accuracy'])}</td><td>{len(e['violations'])}</td>"
         rows.append(f"<tr>{row}<td>{e['seconds']:.2f}</td></tr>")
     attacks = ", ".join(data["attacks"])
     foot = f'<div class="muted">attacks: {escape(attacks)}</div>' if attacked else ""
@@ -207,20 +209,8 @@ def _curve(data: dict[str, Any]) -> str:
     key = "radius" if data["method"] == "smoothing" else "eps"
     points = [(float(p[key]), float(p["certified_accuracy"])) for p in data["curve"]]
     start = points[0][1] if points[0][0] == 0 else data["clean_accuracy"]
-    adapted = {
-        "clean_accuracy": start,
-        "curve": [{"eps": e, "robust_accuracy": a} for e, a in points if e > 0],
-        "config": {"norm": data["norm"]},
-    }
+    points = [(0.0, float(start))] + [(e, a) for e, a in points if e > 0]
     title = (
         "Certified accuracy versus L2 radius" if key == "radius" else "Verified accuracy versus eps"
     )
-    return f"<h2>{title}</h2>" + curve_svg(adapted)
-
-
-def _kv(mapping: dict[str, str]) -> str:
-    rows = "".join(
-        f"<tr><td>{escape(str(k))}</td><td><code>{escape(v)}</code></td></tr>"
-        for k, v in mapping.items()
-    )
-    return f'<table class="kv">{rows}</table>'
+    return f"<h2>{title}</h2>" + line_chart_svg(points, f"eps ({data['norm']})")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from adversa.evaluation.html import _fmt, _pct
+from adversa.render import cards, fmt, pct, svg_frame
 
 
 def defense_section(defense: dict[str, Any]) -> str:
@@ -23,10 +23,10 @@ def defense_section(defense: dict[str, Any]) -> str:
         "<th>worst case of both</th><th>clean accuracy (naive / adaptive)</th></tr>"
     )
     rows = "".join(
-        f"<tr><td>{escape(_fmt(r['eps']))}</td><td>{_pct(r['naive_robust_accuracy'])}</td>"
-        f"<td><b>{_pct(r['adaptive_robust_accuracy'])}</b></td>"
-        f"<td>{_pct(r['worst_case_robust_accuracy'])}</td>"
-        f"<td>{_pct(r['naive_clean_accuracy'])} / {_pct(r['adaptive_clean_accuracy'])}</td></tr>"
+        f"<tr><td>{escape(fmt(r['eps']))}</td><td>{pct(r['naive_robust_accuracy'])}</td>"
+        f"<td><b>{pct(r['adaptive_robust_accuracy'])}</b></td>"
+        f"<td>{pct(r['worst_case_robust_accuracy'])}</td>"
+        f"<td>{pct(r['naive_clean_accuracy'])} / {pct(r['adaptive_clean_accuracy'])}</td></tr>"
         for r in defense.get("per_eps", [])
     )
     parts = [
@@ -43,27 +43,23 @@ def defense_section(defense: dict[str, Any]) -> str:
 
 def detector_section(det: dict[str, Any]) -> str:
     metrics = det.get("metrics")
-    cards = [
+    headline = [
         ("ROC AUC (naive examples)", f"{metrics['auc']:.3f}" if metrics else "n/a"),
-        ("TPR at 5% FPR", _pct(metrics["tpr_at_fpr"]) if metrics else "n/a"),
-        ("clean points flagged", _pct(det["clean_flagged"])),
-        ("robust, naive", _pct(det["naive_robust_accuracy"])),
-        ("robust, adaptive", _pct(det["adaptive_robust_accuracy"])),
+        ("TPR at 5% FPR", pct(metrics["tpr_at_fpr"]) if metrics else "n/a"),
+        ("clean points flagged", pct(det["clean_flagged"])),
+        ("robust, naive", pct(det["naive_robust_accuracy"])),
+        ("robust, adaptive", pct(det["adaptive_robust_accuracy"])),
     ]
-    body = "".join(
-        f'<div class="card"><div class="v">{escape(v)}</div><div class="k">{escape(k)}</div></div>'
-        for k, v in cards
-    )
     note = (
         f'<div class="muted">threshold {det["threshold"]:.4g}, chosen at '
-        f"{_pct(det['fpr_target'])} false positives on clean validation data; eps "
-        f"{escape(_fmt(det['eps']))}; a flagged adversarial input counts as a correct "
+        f"{pct(det['fpr_target'])} false positives on clean validation data; eps "
+        f"{escape(fmt(det['eps']))}; a flagged adversarial input counts as a correct "
         "rejection.</div>"
     )
     roc = roc_svg(metrics["roc"], metrics["auc"]) if metrics else ""
     return (
         f"<h2>Detector <code>{escape(str(det['spec']))}</code></h2>"
-        f'<div class="cards">{body}</div>{note}{roc}'
+        f"{cards(headline)}{note}{roc}"
         f"<p>{escape(str(det.get('explanation', '')))}</p>"
     )
 
@@ -86,15 +82,13 @@ def roc_svg(points: list[list[float]], auc: float, size: int = 300) -> str:
         for v in (0.0, 0.5, 1.0)
     )
     line = " ".join(f"{sx(f):.1f},{sy(t):.1f}" for f, t in points)
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
-        f'viewBox="0 0 {size} {size}" role="img" aria-label="ROC curve">'
-        f'<rect width="{size}" height="{size}" fill="#fff"/>{grid}'
-        f'<line x1="{sx(0):.1f}" y1="{sy(0):.1f}" x2="{sx(1):.1f}" y2="{sy(1):.1f}" '
+    body = (
+        f'{grid}<line x1="{sx(0):.1f}" y1="{sy(0):.1f}" x2="{sx(1):.1f}" y2="{sy(1):.1f}" '
         f'stroke="#98a2b3" stroke-dasharray="4 3"/>'
         f'<line x1="{sx(0.05):.1f}" y1="{sy(0):.1f}" x2="{sx(0.05):.1f}" y2="{sy(1):.1f}" '
         f'stroke="#e8890c" stroke-dasharray="2 3"><title>5% FPR</title></line>'
         f'<polyline points="{line}" fill="none" stroke="#2563eb" stroke-width="2"/>'
         f'<text x="{left + w / 2:.0f}" y="{size - 6}" text-anchor="middle">false-positive rate '
-        f"(AUC {auc:.3f})</text></svg>"
+        f"(AUC {auc:.3f})</text>"
     )
+    return svg_frame(size, size, "ROC curve", body)

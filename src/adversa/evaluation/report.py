@@ -12,17 +12,16 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy
 import torch
 
 from adversa.evaluation.battery import AttackSummary, EvalResult, SweepResult
 from adversa.io import atomic_write_text
+from adversa.render import jsonable
 from adversa.versions import versions
 
 REPORT_JSON = "report.json"
@@ -99,7 +98,7 @@ class Report:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out = _jsonable(dataclasses.asdict(self))
+        out = jsonable(dataclasses.asdict(self))
         if out["defense"] is None:
             del out["defense"]
         if not out["certified"]:
@@ -223,18 +222,3 @@ def _builtin_scaler(data: Any, num_features: int) -> Mapping[str, Any] | None:
     if scaler is None or len(scaler["min"]) != num_features:
         return None
     return scaler
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values: tuples become lists, non-finite floats the strings 'inf'/'nan'."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, torch.Tensor | numpy.ndarray | numpy.generic):
-        return _jsonable(value.tolist())
-    return str(value)

@@ -17,11 +17,11 @@ from typing import Any
 
 from torch import Tensor
 
-from adversa.evaluation.html import _CSS, _png
 from adversa.io import atomic_write_text
 from adversa.privacy.inversion import InversionResult
 from adversa.privacy.membership import MembershipResult
 from adversa.privacy.metrics import DEFAULT_FPRS, roc_curve, roc_svg
+from adversa.render import config_section, figure, kv_table, page_start, pct, run_line
 from adversa.versions import versions
 
 BASELINE = "loss-threshold"
@@ -69,28 +69,14 @@ def membership_report(
     }
 
 
-def _kv(mapping: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><td>{escape(str(k))}</td><td><code>{escape(json.dumps(v))}</code></td></tr>"
-        for k, v in mapping.items()
-    )
-    return f'<table class="kv">{rows}</table>'
-
-
 def _page(title: str, body: list[str], data: dict[str, Any]) -> str:
     return "\n".join(
         [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body><main>",
+            page_start(title),
             f"<h1>{escape(title)}</h1>",
-            f'<div class="muted">{escape(data["timestamp"])} UTC · seed {data["seed"]} · '
-            f"{data['seconds']:.1f} s in total</div>",
+            run_line(data["timestamp"], data["seed"], data["seconds"]),
             *body,
-            "<h2>Configuration</h2>",
-            _kv(data["config"]),
-            "<h2>Versions</h2>",
-            _kv(data["versions"]),
+            config_section(data["config"], data["versions"]),
             "</main></body></html>\n",
         ]
     )
@@ -112,7 +98,7 @@ def render_membership_html(data: dict[str, Any]) -> str:
         cells = "".join(f"<td>{100 * a['tpr_at_fpr'][str(f)]:.2f}%</td>" for f in fprs)
         rows.append(
             f"<tr><td>{escape(a['name'] + tag)}</td><td>{a['auc']:.3f}</td>"
-            f"<td>{100 * a['balanced_accuracy']:.1f}%</td>{cells}"
+            f"<td>{pct(a['balanced_accuracy'])}</td>{cells}"
             f"<td>{a['forward_calls']}</td></tr>"
         )
     curves = {
@@ -188,11 +174,7 @@ def render_inversion_html(
     lo, hi = bounds
 
     def img(x: Tensor, label: str) -> str:
-        scaled = (x.float() - lo) / (hi - lo)
-        return (
-            f'<figure><img alt="{escape(label)}" src="data:image/png;base64,{_png(scaled)}">'
-            f"{escape(label)}</figure>"
-        )
+        return figure((x.float() - lo) / (hi - lo), label)
 
     cards = []
     for k, c in enumerate(result.classes.tolist()):
@@ -204,16 +186,12 @@ def render_inversion_html(
         cards.append(
             f'<div class="ex">{"".join(figures)}<div class="muted">class {escape(name)}</div></div>'
         )
-    m = data["measures"]
-    rows = "".join(
-        f"<tr><td>{escape(k)}</td><td>{escape(json.dumps(v))}</td></tr>" for k, v in m.items()
-    )
     body = [
         "<p>MIFace (Fredrikson et al. 2015): gradient descent on the input to maximise the "
         "target class's confidence. Each row: the real class mean, then one reconstruction "
         "per initialisation with the attacked model's confidence.</p>",
         f'<h2>Reconstructions</h2><div class="gallery">{"".join(cards)}</div>',
-        f'<h2>Measures</h2><table class="kv">{rows}</table>',
+        "<h2>Measures</h2>" + kv_table(data["measures"]),
         "<p class='muted'>target_rate: share of reconstructions the attacked model assigns to "
         "their class; independent_rate: the same for an independently trained model; *_rmse: "
         "root mean squared distance to the nearest training image, the nearest one of the "
@@ -274,7 +252,7 @@ def render_defense_html(data: dict[str, Any]) -> str:
     for row in data["options"]:
         eps = "" if row.get("epsilon") is None else f"{row['epsilon']:.2f}"
         cells = (
-            f"<td>{escape(row['name'])}</td><td>{100 * row['test_accuracy']:.1f}%</td>"
+            f"<td>{escape(row['name'])}</td><td>{pct(row['test_accuracy'])}</td>"
             f"<td>{100 * row['accuracy_cost']:+.1f} pts</td><td>{eps}</td>"
         )
         for prefix, _ in attacks:

@@ -11,8 +11,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from adversa.evaluation.html import _CSS
 from adversa.io import atomic_write_text
+from adversa.render import config_section, page_start, pct
 from adversa.versions import versions
 
 from .base import TextAttackResult
@@ -80,7 +80,7 @@ def highlight(text: str, changes: Sequence[Sequence[Any]]) -> str:
 
 
 def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.1f}%"
+    return "–" if v is None else pct(v)
 
 
 def _num(v: float | None, fmt: str = ".3f") -> str:
@@ -98,10 +98,7 @@ def render_text_html(report: dict[str, Any]) -> str:
         for a in report["attacks"]
     )
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        "<title>adversa text-attack report</title>",
-        f"<style>{_CSS}{_TEXT_CSS}</style></head><body><main>",
+        page_start("adversa text-attack report", _TEXT_CSS),
         "<h1>Text attacks</h1>",
         f'<p class="muted">model {escape(str(cfg.get("model")))} on '
         f"{escape(str(cfg.get('data')))}, n={escape(str(cfg.get('n')))}, seed "
@@ -138,11 +135,7 @@ def render_text_html(report: dict[str, Any]) -> str:
                 f"{escape(ex['adversarial_prediction'])}; similarity {ex['similarity']:.3f}; "
                 f"{100 * ex['words_changed']:.0f}% of words; {ex['queries']} queries</div></div>"
             )
-    parts.append(
-        "<h2>Configuration</h2><pre><code>"
-        + escape(json.dumps(cfg, indent=2, default=str))
-        + "</code></pre></main></body></html>"
-    )
+    parts.append(config_section(cfg, report["versions"]) + "</main></body></html>")
     return "\n".join(parts)
 
 
