@@ -8,19 +8,30 @@ import json
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from adversa import ThreatModel, get_attack
+from adversa.attacks import AttackResult
 from adversa.cli.main import main
 from adversa.data import load_data
-from adversa.defenses.detectors import MagNetDetector, SqueezeDetector, detection_metrics
+from adversa.defenses.detectors import (
+    Detector,
+    MagNetDetector,
+    SqueezeDetector,
+    detection_metrics,
+)
 from adversa.defenses.feature_detectors import LIDDetector, MahalanobisDetector, penultimate_layer
 from adversa.defenses.reformer import ReformerConfig, train_reformer
 from adversa.defenses.spec import BuildContext, build_detector
 from adversa.errors import BadInput, UnknownName
 from adversa.evaluation import evaluate
 from adversa.evaluation.adaptive_eval import attach_to_report, evaluate_defense
-from adversa.evaluation.detector_eval import DetectorAwarePGD, evaluate_detection
+from adversa.evaluation.detector_eval import (
+    DetectorAwarePGD,
+    Guarded,
+    evaluate_detection,
+    with_rejection,
+)
 from adversa.evaluation.html import render_html
 from adversa.evaluation.report import Report
 
@@ -167,10 +178,44 @@ def test_adaptive_attack_evades_classifier_and_detector(setting, name):
     assert result.adaptive_robust_accuracy < result.naive_robust_accuracy - 0.5
     assert result.metrics is not None and result.metrics.auc > 0.9
     assert result.cost.backward > 0 and "report the adaptive number" in result.explanation
-    x_adv, success, _ = attack(model, detector, x[:8], y[:8])
-    again, success_again, _ = attack(model, detector, x[:8], y[:8])
-    assert torch.equal(x_adv, again) and torch.equal(success, success_again)  # seeded
-    assert float((x_adv - x[:8]).abs().max()) <= 0.3 + 1e-6
+    guarded = Guarded(model, detector)
+    first, again = attack(guarded, x[:8], y[:8]), attack(guarded, x[:8], y[:8])
+    assert isinstance(first, AttackResult)
+    assert torch.equal(first.x_adv, again.x_adv) and torch.equal(first.success, again.success)
+    assert float((first.x_adv - x[:8]).abs().max()) <= 0.3 + 1e-6
+    # the harness's check: success = misclassified and unflagged, rejection = the last output
+    flagged = detector.scores(first.x_adv) > detector.threshold
+    wrong = model.predict(first.x_adv) != y[:8]
+    assert torch.equal(first.success, wrong & ~flagged)
+    assert torch.equal(first.pred == 10, flagged)
+    assert first.cost.forward > 0 and first.cost.backward > 0
+
+
+def test_detector_aware_attack_needs_a_guarded_model(setting):
+    model = setting["model"]
+    attack = DetectorAwarePGD(threat=ThreatModel(norm="linf", eps=0.3), steps=2)
+    with pytest.raises(BadInput, match=r"pass Guarded\(model, detector\)"):
+        attack(model, setting["x"][:4], setting["y"][:4])
+    with pytest.raises(BadInput, match="must be calibrated"):
+        Guarded(model, SqueezeDetector(model.module))
+    with pytest.raises(BadInput, match="untargeted"):
+        DetectorAwarePGD(threat=ThreatModel(norm="linf", eps=0.3, targeted=True))
+
+
+def test_rejection_logit_decides_exactly_as_the_threshold():
+    """Scores a hair above the threshold are rejected, scores at it are not, whatever the
+    size of the logits (the rejection logit is nudged past max_j z_j when flagged)."""
+
+    class Fixed(Detector):
+        def score(self, x: Tensor) -> Tensor:
+            return x.flatten(1)[:, 0]
+
+    detector = Fixed()
+    detector.threshold, detector.scale = 0.5, 1e6
+    logits = torch.tensor([[1e4, 0.0], [1e4, 0.0], [0.0, 3.0]])
+    score = torch.tensor([0.5 + 1e-6, 0.5, 0.4])
+    pred = with_rejection(logits, score, detector).argmax(1)
+    assert pred.tolist() == [2, 0, 1]
 
 
 def test_detector_in_report_and_cli(setting, mnist_cnn, tmp_path):

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from adversa.attacks.apgd_l1 import SPARSITY_START, l1_checkpoints, l1_step, sparsity_checkpoint
 from adversa.attacks.base import AttackBase, register_attack
-from adversa.attacks.gradient import BestTracker, steepest_step
+from adversa.attacks.gradient import BestTracker, ascent_step
 from adversa.errors import BadInput, require
 from adversa.losses import dlr_targeted, get_loss, is_adversarial
 from adversa.model import Model
@@ -109,6 +109,15 @@ def apgd_ascent(
 
     Returns the best point per sample (a fooling one if any, else the highest loss) and which
     samples were fooled. Both row functions receive the sample index of each row.
+
+    This loop is not the shared template `attacks.gradient.ascend`, because APGD's state is
+    per row and changes the iterate itself: a step size per sample, halved at checkpoints
+    that look back over the loss history; a restart from the best point (with its gradient)
+    when halving; a momentum term mixing the new step with the previous displacement; and,
+    for L1, a sparsity adapted per sample. The template's fixed step schedule has none of
+    these. It shares the rest: `ascent_step` (steepest step and projection) for Linf and L2,
+    `BestTracker` for the best point per sample and early stopping, and the threat model's
+    random start.
     """
     n, l1, eps = x.shape[0], threat.norm == "l1", threat.eps
     best = BestTracker(x, torch.zeros(n, dtype=torch.bool, device=x.device))
@@ -178,14 +187,7 @@ def apgd_ascent(
         if l1:
             x_next = l1_step(x_adv, grad, center, step, s["sparsity"], eps, threat.bounds)
         else:
-            x_next = threat.project(
-                x_adv
-                + step
-                * steepest_step(
-                    grad, threat.norm, 1.0, x_adv=x_adv, bounds=threat.bounds, l1_sparsity=0.0
-                ),
-                center,
-            )
+            x_next = ascent_step(threat, x_adv, grad, step, center, l1_sparsity=0.0)
             if k > 0:
                 mixed = x_adv + MOMENTUM * (x_next - x_adv) + (1 - MOMENTUM) * (x_adv - s["x_prev"])
                 x_next = threat.project(mixed, center)

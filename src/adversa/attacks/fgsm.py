@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from adversa.attacks.base import AttackBase, register_attack
-from adversa.attacks.gradient import gradient_ascent
+from adversa.attacks.gradient import Ascent, gradient_ascent
 from adversa.losses import get_loss
 from adversa.model import Model
 
@@ -34,10 +34,6 @@ class FGSM(AttackBase):
             x,
             y,
             loss_fn=get_loss(self.loss, self.threat.targeted),
-            steps=1,
-            step_size=self.threat.eps,
-            restarts=1,
-            random_start=False,
+            plan=Ascent(steps=1, step_size=self.threat.eps, random_start=False, l1_sparsity=0.0),
             gen=gen,
-            l1_sparsity=0.0,
         )

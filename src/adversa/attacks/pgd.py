@@ -2,11 +2,15 @@
 "Towards Deep Learning Models Resistant to Adversarial Attacks", arXiv:1706.06083).
 
 Linf, L2 and L1 balls; random start; batched restarts; per-sample best kept; samples leave
-the batch once fooled. The L1 step is the sparse steepest-ascent step of Tramer & Boneh
-(2019, "Adversarial Training and Robustness for Multiple Perturbations", arXiv:1904.13000).
+the batch once fooled (`early_stop=False` keeps every sample for every step, for equal-work
+comparisons: the points returned are the same up to rounding, the cost is higher). The loop
+is the shared template `attacks.gradient.ascend`. The L1 step is the sparse steepest-ascent
+step of Tramer & Boneh (2019, "Adversarial Training and Robustness for Multiple
+Perturbations", arXiv:1904.13000).
 
-Cost per attacked sample: `steps * restarts` forward and backward passes at most, plus two
-forward passes (the clean check and the final check), plus the harness's verification.
+Cost per attacked sample: `steps * restarts` forward and backward passes at most (exactly,
+with `early_stop=False`), plus two forward passes (the clean check and the final check), plus
+the harness's verification.
 
 Example::
 
@@ -22,7 +26,7 @@ import torch
 from torch import Tensor
 
 from adversa.attacks.base import AttackBase, register_attack
-from adversa.attacks.gradient import gradient_ascent
+from adversa.attacks.gradient import Ascent, gradient_ascent
 from adversa.errors import require
 from adversa.losses import get_loss
 from adversa.model import Model
@@ -37,6 +41,7 @@ class PGD(AttackBase):
     random_start: bool = True  # start uniformly inside the ball
     loss: str = "ce"  # "ce" or "margin" (C&W's logit margin); "dlr" untargeted
     l1_sparsity: float = 0.99  # L1 only: share of coordinates left out of each step
+    early_stop: bool = True  # a sample leaves the batch once fooled (False: every step)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,10 +65,13 @@ class PGD(AttackBase):
             x,
             y,
             loss_fn=get_loss(self.loss, self.threat.targeted),
-            steps=self.steps,
-            step_size=self.resolved_step_size,
-            restarts=self.restarts,
-            random_start=self.random_start,
+            plan=Ascent(
+                steps=self.steps,
+                step_size=self.resolved_step_size,
+                restarts=self.restarts,
+                random_start=self.random_start,
+                early_stop=self.early_stop,
+                l1_sparsity=self.l1_sparsity,
+            ),
             gen=gen,
-            l1_sparsity=self.l1_sparsity,
         )

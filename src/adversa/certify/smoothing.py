@@ -36,7 +36,7 @@ from scipy import stats
 from torch import Tensor, nn
 
 from adversa.attacks.base import as_model
-from adversa.attacks.gradient import steepest_step
+from adversa.attacks.gradient import Ascent, ascend
 from adversa.checks import as_tensor
 from adversa.errors import BadInput
 from adversa.model import Model
@@ -156,29 +156,31 @@ def attack_smoothed(
     """L2 PGD with EOT on the smoothed soft classifier (Salman et al. 2019, "Provably Robust
     Deep Learning via Adversarially Trained Smoothed Classifiers", arXiv:1906.04584): ascend
     -log of the mean over `eot` fresh noise draws of softmax(f(x' + noise))_y, with steps of
-    2.5 eps / steps projected by the threat model. Every point takes every step (no early
-    stop: a point just across g's boundary is not one PREDICT would misclassify).
-    Cost: eot * steps forward and backward passes per point."""
+    2.5 eps / steps projected by the threat model (the template `attacks.gradient.ascend`,
+    with the noise drawn inside the objective). Every point takes every step and the last
+    iterate is returned (no early stop: a point just across g's boundary is not one PREDICT
+    would misclassify). Cost: eot * steps forward and backward passes per point."""
     if threat.norm != "l2":
         raise BadInput(f"smoothing certifies l2 balls, got a {threat.norm} threat model")
     model = as_model(model, threat.bounds)
     x, y = x.to(model.device, model.dtype), y.to(model.device).long()
     gen = make_generator(seed, model.device)
-    size = 2.5 * threat.eps / steps
-    x_adv = x.clone()
+    plan = Ascent(
+        steps=steps,
+        step_size=2.5 * threat.eps / steps,
+        random_start=False,
+        early_stop=False,
+        track_best=False,
+    )
+
+    def objective(x_rows: Tensor, _row: Tensor) -> tuple[Tensor, None]:
+        draws = x_rows.repeat((eot,) + (1,) * (x.dim() - 1))
+        noise = torch.randn(draws.shape, generator=gen, device=x.device, dtype=x.dtype)
+        probs = F.softmax(model(draws + sigma * noise), 1).view(eot, x.shape[0], -1).mean(0)
+        return -probs.gather(1, y[:, None]).clamp_min(1e-12).log()[:, 0], None
+
     with model.frozen():
-        for _ in range(steps if threat.eps > 0 else 0):
-            x_adv.requires_grad_(True)
-            draws = x_adv.repeat((eot,) + (1,) * (x.dim() - 1))
-            noise = torch.randn(draws.shape, generator=gen, device=x.device, dtype=x.dtype)
-            probs = F.softmax(model(draws + sigma * noise), 1).view(eot, x.shape[0], -1).mean(0)
-            loss = -probs.gather(1, y[:, None]).clamp_min(1e-12).log().sum()
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            move = steepest_step(
-                grad, "l2", size, x_adv=x_adv.detach(), bounds=threat.bounds, l1_sparsity=0.99
-            )
-            x_adv = threat.project(x_adv.detach() + move, x)
-    return x_adv.detach()
+        return ascend(objective, threat, x, plan)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,7 @@
 
 Each trains on points an adversary found inside a ball around the batch (`BallDefense`: eps,
 norm, bounds and an optional linear eps ramp over the first `eps_ramp` share of the run). The
-adversary is `objectives.ascend` (the papers' PGD: every point, every step, eval mode, the
+adversary is `objectives.inner_max` (the papers' PGD: every point, every step, eval mode, the
 threat model's projection), seeded from `ctx.gen`, so a resumed run draws the same starts.
 The single-step variants are in `fast.py` (FGSM-RS) and `free.py` (free adversarial training).
 """
@@ -18,11 +18,11 @@ from torch import Tensor, nn
 
 from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
 from adversa.defenses.objectives import (
-    ascend,
     ce_value,
     check_finite,
     check_share,
     correct,
+    inner_max,
     ramped,
     step,
     train_on_adversarial,
@@ -122,7 +122,7 @@ class PGDAT(_Iterative):
     ) -> BatchMetrics:
         threat = self.threat_at(ctx)
         start = threat.random_start(x, ctx.gen)
-        x_adv = ascend(
+        x_adv = inner_max(
             module,
             threat,
             x,
@@ -173,7 +173,7 @@ class TRADES(_KLWeighted):
         with torch.no_grad(), inner.eval_mode():
             p_clean = F.softmax(inner(x), dim=1)
         log_clean = p_clean.clamp_min(1e-12).log()
-        x_adv = ascend(
+        x_adv = inner_max(
             module,
             threat,
             x,
@@ -226,7 +226,7 @@ class MART(_KLWeighted):
         ctx: StepContext,
     ) -> BatchMetrics:
         threat = self.threat_at(ctx)
-        x_adv = ascend(
+        x_adv = inner_max(
             module,
             threat,
             x,

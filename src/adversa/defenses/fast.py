@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from adversa.defenses.adversarial import BallDefense, ce_objective
 from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
-from adversa.defenses.objectives import ascend, check_finite, train_on_adversarial
+from adversa.defenses.objectives import check_finite, inner_max, train_on_adversarial
 
 
 @DEFENSES.register("fast-at", aliases=("fgsm-rs",))
@@ -51,7 +51,7 @@ class FastAT(BallDefense):
     ) -> BatchMetrics:
         threat = self.threat_at(ctx)
         alpha = self.alpha if self.alpha is not None else 1.25 * threat.eps
-        x_adv = ascend(
+        x_adv = inner_max(
             module,
             threat,
             x,

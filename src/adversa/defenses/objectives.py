@@ -1,17 +1,18 @@
 """Standard training ("none") and the pieces every training-time defense shares: the eps ramp,
 the inner maximisation of adversarial training, and the batch metrics.
 
-The inner maximisation (`ascend`) is the paper's PGD, not the evaluation attack behind
+The inner maximisation (`inner_max`) is the paper's PGD, not the evaluation attack behind
 `get_attack("pgd")`: the evaluation harness skips points the model already misclassifies and
 stops each point at the first iterate that fools the model, which is right for measuring
 robust accuracy but, for training, would hand TRADES and MART an `x'` equal to `x` on exactly
 the misclassified points they are designed to weight, and PGD-AT only just-crossed points
-(the early-stopped variant of Zhang et al. 2020, arXiv:2002.11242). `ascend` runs every step
-on every point. It shares the rest with the attacks: `ThreatModel.random_start` and
-`ThreatModel.project` (the library's only projection), `steepest_step` for the step, and the
-model's `frozen()` scope (eval mode, parameters without gradients, both restored on exit), so
-BatchNorm uses its running statistics while the adversary runs, as in the TRADES and MART
-reference code.
+(the early-stopped variant of Zhang et al. 2020, arXiv:2002.11242). `inner_max` therefore
+configures the shared template `attacks.gradient.ascend` for the last iterate of every point
+(no best tracking, no early stop, no clean check, no cost scope: training is not an
+evaluation). With the template come `ThreatModel.random_start` and `ThreatModel.project` (the
+library's only projection) and `steepest_step`; the model runs in its `frozen()` scope (eval
+mode, parameters without gradients, both restored on exit), so BatchNorm uses its running
+statistics while the adversary runs, as in the TRADES and MART reference code.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adversa.attacks.gradient import steepest_step
+from adversa.attacks.gradient import Ascent, ascend
 from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
 from adversa.errors import require
 from adversa.model import Model
@@ -68,7 +69,7 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, wrappers) else module
 
 
-def ascend(
+def inner_max(
     module: nn.Module,
     threat: ThreatModel,
     x: Tensor,
@@ -81,29 +82,22 @@ def ascend(
     """Maximise `objective(module(x'))` over x' in the threat model's ball around `x`, from
     `start`, with `steps` steepest-ascent steps of `step_size`, projecting after each step.
 
-    Every point takes every step (no early stop). The module runs in eval mode with frozen
-    parameters. Cost: `steps` forward and backward passes per sample. Returns x' detached.
+    Every point takes every step (no early stop) and the last iterate is returned, detached.
+    The module runs in eval mode with frozen parameters. Cost: `steps` forward and backward
+    passes per sample (none when eps = 0).
     """
     model = Model(unwrap(module), bounds=threat.bounds)
-    x = x.detach()
-    x_adv = threat.project(start.detach(), x)
-    if threat.eps == 0:
-        return x_adv
+    plan = Ascent(
+        steps=steps, step_size=step_size, random_start=False, early_stop=False, track_best=False
+    )
     with model.frozen():
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            loss = objective(model(x_adv))
-            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-            step = steepest_step(
-                grad,
-                threat.norm,
-                step_size,
-                x_adv=x_adv.detach(),
-                bounds=threat.bounds,
-                l1_sparsity=0.99,
-            )
-            x_adv = threat.project(x_adv.detach() + step, x)
-    return x_adv
+        return ascend(
+            lambda x_rows, _row: (objective(model(x_rows)), None),
+            threat,
+            x.detach(),
+            plan,
+            start=start,
+        )
 
 
 def step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:

@@ -6,15 +6,17 @@ accuracy counts a point as broken only if its adversarial example is misclassifi
 below the threshold (a flagged input is a correct rejection).
 
 Adaptive (Carlini & Wagner 2017, "Adversarial Examples Are Not Easily Detected",
-arXiv:1705.07263): `DetectorAwarePGD` attacks the classifier and the detector together,
-maximising -(hinge(z_y - max_{j != y} z_j + kappa) + weight * hinge((s - t) / sigma + margin))
-where s is the detector's score, t its threshold and sigma the spread of its clean scores:
-the point must be misclassified and pushed below the threshold. Restarts are batched, one per
-(weight, kappa) pair in `restarts`: no single pair is best for every detector (a large kappa
-helps against feature squeezing, a small one against MagNet). A point counts as a success
-only if the final check finds it misclassified AND unflagged. Run it inside `bpda(...)` for
-non-differentiable parts and on an `EOT` model for randomised ones, as `evaluate_defense`
-does.
+arXiv:1705.07263): the classifier and its calibrated detector become one model, `Guarded`,
+with a rejection output, and `DetectorAwarePGD` attacks that composite through `run_attack`
+(validation, cost, projection and the final check come from the harness). It maximises
+-(hinge(z_y - max_{j != y} z_j + kappa) + weight * hinge((s - t) / sigma + margin)) where s is
+the detector's score, t its threshold and sigma the spread of its clean scores: the point must
+be misclassified and pushed below the threshold. Restarts are batched, one per (weight, kappa)
+pair in `restarts`: no single pair is best for every detector (a large kappa helps against
+feature squeezing, a small one against MagNet). The loop is the template
+`attacks.gradient.ascend`. A point counts as a success only if the final check finds it
+misclassified AND unflagged. Run it inside `bpda(...)` for non-differentiable parts and on an
+`EOT` model for randomised ones, as `evaluate_defense` does.
 
 Cost: `steps * restarts` forward and backward passes of the classifier and of the detector per
 attacked point, plus one final check; the classifier's passes are counted in `cost`.
@@ -24,103 +26,145 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from adversa.attacks.adaptive import bpda
-from adversa.attacks.gradient import BestTracker, steepest_step
+from adversa.attacks.base import AttackBase
+from adversa.attacks.gradient import Ascent, ascend
 from adversa.defenses.detectors import DetectionMetrics, Detector, detection_metrics
-from adversa.errors import BadInput
+from adversa.errors import BadInput, require
 from adversa.model import Cost, Model
-from adversa.model.wrapped import frozen
-from adversa.rng import make_generator
-from adversa.threat import ThreatModel
+
+
+class _GuardedModule(nn.Module):
+    """The composite as a plain module: classifier logits and the rejection logit."""
+
+    def __init__(self, classifier: nn.Module, detector: Detector) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.detector = detector
+
+    def forward(self, x: Tensor) -> Tensor:
+        return with_rejection(self.classifier(x), self.detector.score(x), self.detector)
+
+
+def with_rejection(logits: Tensor, score: Tensor, detector: Detector) -> Tensor:
+    """(B, K + 1): the K logits and a rejection logit max_j z_j + (s - t) / sigma, nudged up
+    to the next float above max_j z_j where s > t. The argmax is therefore the rejection
+    exactly where the detector flags the input, and a class (the classifier's) elsewhere."""
+    top = logits.amax(1)
+    reject = top + ((score - detector.threshold) / detector.scale).to(logits.dtype)
+    flagged = score > detector.threshold
+    above = torch.nextafter(top, torch.full_like(top, float("inf")))
+    reject = torch.where(flagged, torch.maximum(reject, above), reject)
+    return torch.cat([logits, reject[:, None]], 1)
+
+
+class Guarded(Model):
+    """A classifier behind a calibrated detector, as one model with K + 1 outputs: the
+    classifier's logits and a rejection logit (`with_rejection`) whose argmax means "flagged".
+    `rejects` tells the harness that predicting the last output is never an attack's success.
+
+    The classifier's own `Model` (an `EOT` wrapper, say) does the forward passes and counts
+    them: `counting()` is the classifier's. `parts(x)` gives the logits and scores separately,
+    for losses that need both. `frozen()` and `eval_mode()` cover classifier and detector.
+    """
+
+    rejects = True
+
+    def __init__(self, classifier: Model, detector: Detector) -> None:
+        if not isinstance(classifier, Model) or not isinstance(detector, Detector):
+            raise BadInput("Guarded needs an adversa Model and a Detector")
+        if detector.threshold is None:
+            raise BadInput(f"detector {detector.name!r} must be calibrated before it is attacked")
+        classes = None if classifier.num_classes is None else classifier.num_classes + 1
+        super().__init__(
+            _GuardedModule(classifier.module, detector),
+            num_classes=classes,
+            bounds=classifier.bounds,
+            name=f"{classifier.name}+{detector.name}",
+        )
+        self.classifier = classifier
+        self.detector = detector
+
+    def parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The classifier's logits (B, K), counted, and the detector's scores (B,)."""
+        return self.classifier(x), self.detector.score(x)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        logits, score = self.parts(x)
+        return with_rejection(logits, score, self.detector)
+
+    def counting(self) -> contextlib.AbstractContextManager:
+        return self.classifier.counting()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DetectorAwarePGD:
-    """PGD on the classifier and the detector together (see the module docstring)."""
+class DetectorAwarePGD(AttackBase):
+    """PGD on a `Guarded` classifier and detector together (see the module docstring).
+    Not in the registry: it needs a `Guarded` model, e.g.
+    `DetectorAwarePGD(threat=threat)(Guarded(model, detector), x, y)`."""
 
-    threat: ThreatModel  # the ball and box
+    name: ClassVar[str] = "detector-aware-pgd"
+
     steps: int = 100  # gradient steps per restart
     step_size: float | None = None  # None: 2.5 * eps / steps
     # (detector-term weight, logit margin kappa) of each restart
     restarts: tuple[tuple[float, float], ...] = ((1.0, 0.5), (10.0, 0.5), (1.0, 5.0))
     margin: float = 0.1  # how far below the threshold to aim, in clean-score std units
-    seed: int = 0  # random starts
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise BadInput(f"steps must be >= 1, got {self.steps}")
-        if not self.restarts or any(len(r) != 2 or min(r) < 0 for r in self.restarts):
-            raise BadInput(
-                f"restarts must be non-empty (weight, kappa) pairs >= 0, got {self.restarts}"
-            )
+        super().__post_init__()
+        require(self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        require(
+            bool(self.restarts) and all(len(r) == 2 and min(r) >= 0 for r in self.restarts),
+            f"restarts must be non-empty (weight, kappa) pairs >= 0, got {self.restarts}",
+        )
+        require(
+            not self.threat.targeted,
+            "the detector-aware attack is untargeted: threat.targeted must be False",
+        )
 
-    def __call__(
-        self, model: Model, detector: Detector, x: Tensor, y: Tensor
-    ) -> tuple[Tensor, Tensor, Cost]:
-        """(x_adv, success, cost): success = misclassified and below the threshold."""
-        if detector.threshold is None:
-            raise BadInput("the detector must be calibrated before it is attacked")
-        start = time.perf_counter()
-        gen = make_generator(self.seed, model.device)
-        threshold, scale = detector.threshold, detector.scale
-        step_size = self.step_size or 2.5 * self.threat.eps / self.steps
-        n, r = x.shape[0], len(self.restarts)
-        with model.frozen(), model.counting() as counter, frozen(detector):
-            best = BestTracker(x, torch.zeros(n, dtype=torch.bool, device=x.device))
-            owner = torch.arange(n, device=x.device).repeat(r)
-            settings = torch.tensor(self.restarts, device=x.device, dtype=x.dtype)
-            weight, kappa = settings.repeat_interleave(n, dim=0).unbind(1)
-            x_rows, y_rows = x[owner], y[owner]
-            x_adv = self.threat.random_start(x_rows, gen)
-            for step in range(self.steps + 1):
-                x_adv.requires_grad_(step < self.steps)
-                logits, score = model(x_adv), detector.score(x_adv)
-                loss = self._loss(logits, y_rows, score, threshold, scale, weight, kappa)
-                fooled = (logits.argmax(1) != y_rows) & (score <= threshold)
-                keep = best.update(owner, x_adv.detach(), loss.detach(), fooled.detach())
-                if step == self.steps or not bool(keep.any()):
-                    break
-                (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-                x_adv = self.threat.project(
-                    x_adv.detach()
-                    + steepest_step(
-                        grad,
-                        self.threat.norm,
-                        step_size,
-                        x_adv=x_adv.detach(),
-                        bounds=self.threat.bounds,
-                        l1_sparsity=0.99,
-                    ),
-                    x_rows,
-                )
-                owner, x_rows, y_rows, x_adv = owner[keep], x_rows[keep], y_rows[keep], x_adv[keep]
-                weight, kappa = weight[keep], kappa[keep]
-            x_best = self.threat.project(best.x_best, x)
-            with torch.no_grad():
-                pred = model(x_best).argmax(1)
-                success = (pred != y) & (detector.score(x_best) <= threshold)
-        return x_best, success, counter.freeze(time.perf_counter() - start)
+    def _perturb(self, model: Model, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
+        if not isinstance(model, Guarded):
+            raise BadInput(
+                f"{self.name} attacks a classifier and its detector together: pass "
+                f"Guarded(model, detector), got {type(model).__name__}"
+            )
+        threshold, n = model.detector.threshold, x.shape[0]
+        settings = torch.tensor(self.restarts, device=x.device, dtype=x.dtype)
+
+        def objective(x_rows: Tensor, row: Tensor) -> tuple[Tensor, Tensor]:
+            logits, score = model.parts(x_rows)
+            labels = y[row % n]
+            weight, kappa = settings[row // n].unbind(1)
+            loss = self._loss(logits, labels, score, model.detector, weight, kappa)
+            fooled = (logits.argmax(1) != labels) & (score <= threshold)
+            return loss, fooled
+
+        plan = Ascent(
+            steps=self.steps,
+            step_size=self.step_size or 2.5 * self.threat.eps / self.steps,
+            restarts=len(self.restarts),
+        )
+        return ascend(objective, self.threat, x, plan, gen=gen)
 
     def _loss(
         self,
         logits: Tensor,
         y: Tensor,
         score: Tensor,
-        threshold: float,
-        scale: float,
+        detector: Detector,
         weight: Tensor,
         kappa: Tensor,
     ) -> Tensor:
         z_y = logits.gather(1, y[:, None]).squeeze(1)
         other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
         classify = (z_y - other + kappa.to(logits.dtype)).clamp_min(0)
-        detect = ((score - threshold) / scale + self.margin).clamp_min(0)
+        detect = ((score - detector.threshold) / detector.scale + self.margin).clamp_min(0)
         return -(classify + weight.to(classify.dtype) * detect.to(classify.dtype))
 
 
@@ -163,6 +207,7 @@ def evaluate_detection(
     parts get BPDA here."""
     if detector.threshold is None:
         raise BadInput("the detector must be calibrated before it is evaluated")
+    guarded = Guarded(model, detector)
     x, y = naive.x, naive.y
     threshold = detector.threshold
     clean_scores = detector.scores(x, batch_size)
@@ -185,9 +230,9 @@ def evaluate_detection(
             hooks.enter_context(bpda(detector))
         for i in range(0, todo.shape[0], batch_size):
             idx = todo[i : i + batch_size]
-            _, success, batch_cost = attack(model, detector, x[idx], y[idx])
-            robust[idx[success]] = False
-            cost = cost + batch_cost
+            result = attack(guarded, x[idx], y[idx])
+            robust[idx[result.success]] = False
+            cost = cost + result.cost
     adaptive_ra = float(robust.float().mean())
     return DetectionEvaluation(
         spec=spec,

@@ -7,7 +7,13 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Cost:
-    """Counts are per sample: a forward pass on a batch of 32 adds 32 to `forward`."""
+    """Counts are per sample: a forward pass on a batch of 32 adds 32 to `forward`.
+
+    `forward` counts every forward pass, black-box queries included: a query through a
+    `ScoresOnly` or `LabelsOnly` view adds to both `forward` and `queries`, so `queries` is
+    the black-box share of `forward`, not an extra cost. `backward` counts the passes in
+    which autograd flows back through the model's logits.
+    """
 
     forward: int = 0
     backward: int = 0

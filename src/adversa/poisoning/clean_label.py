@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adversa.attacks.gradient import Ascent, ascend
 from adversa.data.dataset import Dataset
 from adversa.errors import BadInput
 from adversa.model.wrapped import frozen
@@ -59,24 +60,26 @@ def pgd_away(
     batch_size: int = 256,
 ) -> Tensor:
     """PGD that maximises the cross-entropy of `y` under `model` (frozen, eval mode) within
-    `threat` (Linf: signed steps; L2: normalised-gradient steps); from a random start drawn
-    from `gen` when given, else from `x`. Batched; returns a detached tensor."""
+    `threat`: the template `attacks.gradient.ascend` with the threat model's steepest step
+    (Linf: signed steps; L2: normalised-gradient steps), the last iterate of every point, from
+    a random start drawn from `gen` when given, else from `x`. Batched; returns a detached
+    tensor."""
+    plan = Ascent(
+        steps=steps,
+        step_size=step_size,
+        random_start=gen is not None,
+        early_stop=False,
+        track_best=False,
+    )
     out = []
     with frozen(model):
         for i in range(0, len(x), batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-            x_adv = threat.random_start(xb, gen) if gen is not None else xb.clone()
-            for _ in range(steps):
-                x_adv.requires_grad_(True)
-                loss = F.cross_entropy(model(x_adv), yb, reduction="sum")
-                (grad,) = torch.autograd.grad(loss, x_adv)
-                if threat.norm == "linf":
-                    direction = grad.sign()
-                else:
-                    norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-                    direction = grad / norms.view(-1, *([1] * (grad.dim() - 1)))
-                x_adv = threat.project(x_adv.detach() + step_size * direction, xb)
-            out.append(x_adv.detach())
+
+            def away(x_rows: Tensor, _row: Tensor, yb: Tensor = yb) -> tuple[Tensor, None]:
+                return F.cross_entropy(model(x_rows), yb, reduction="none"), None
+
+            out.append(ascend(away, threat, xb, plan, gen=gen))
     return torch.cat(out)
 
 
