@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from adversa.errors import BadInput, BoundsError, ShapeError
+from adversa.errors import BadInput, BoundsError, ShapeError, describe, is_integer, is_real
 from adversa.threat import ThreatModel
 
 
@@ -35,17 +37,8 @@ def check_batch(x: Tensor, y: Tensor, threat: ThreatModel, num_classes: int | No
         raise BadInput(f"y must hold integer class labels, got dtype {y.dtype}")
     if x.shape[0] == 0:
         raise ShapeError("x is an empty batch")
-    lo_seen, hi_seen = torch.aminmax(x)
-    lo_seen, hi_seen = float(lo_seen), float(hi_seen)
-    if not (math.isfinite(lo_seen) and math.isfinite(hi_seen)):
-        raise BadInput("x contains NaN or infinite values")
+    check_in_bounds(x, threat.bounds)
     lo, hi = threat.bounds
-    tol = 1e-6 * max(1.0, hi - lo)
-    if lo_seen < lo - tol or hi_seen > hi + tol:
-        raise BoundsError(
-            f"x has values in [{lo_seen:.4g}, {hi_seen:.4g}], outside the declared bounds "
-            f"[{lo}, {hi}]; scale the data, or declare the bounds (--bounds LO,HI)"
-        )
     if num_classes is not None:
         y_lo, y_hi = (int(v) for v in torch.aminmax(y.long()))
         if y_lo < 0 or y_hi >= num_classes:
@@ -59,3 +52,57 @@ def check_batch(x: Tensor, y: Tensor, threat: ThreatModel, num_classes: int | No
             f"eps={threat.eps} is larger than the bounds allow: no {threat.norm} perturbation "
             f"of a {dim}-feature input in [{lo}, {hi}] exceeds {threat.max_eps(dim):.4g}"
         )
+
+
+def check_in_bounds(
+    x: Tensor,
+    bounds: tuple[float, float],
+    what: str = "x",
+    hint: str = "scale the data, or declare the bounds (--bounds LO,HI)",
+) -> None:
+    """`BadInput` if `x` holds NaN or infinite values, `BoundsError` naming its actual range
+    and `bounds` if it leaves them (by more than a rounding tolerance); one aminmax."""
+    if x.numel() == 0:
+        return
+    lo_seen, hi_seen = (float(v) for v in torch.aminmax(x.detach()))
+    if not (math.isfinite(lo_seen) and math.isfinite(hi_seen)):
+        raise BadInput(f"{what} contains NaN or infinite values")
+    lo, hi = bounds
+    tol = 1e-6 * max(1.0, hi - lo)
+    if lo_seen < lo - tol or hi_seen > hi + tol:
+        raise BoundsError(
+            f"{what} has values in [{lo_seen:.4g}, {hi_seen:.4g}], outside the declared bounds "
+            f"[{lo}, {hi}]; {hint}"
+        )
+
+
+# The simple annotations `check_config_types` checks; any other name is left to the config.
+_SIMPLE: dict[str, tuple[str, Any]] = {
+    "int": ("an integer", is_integer),
+    "float": ("a number", is_real),
+    "bool": ("True or False", lambda v: isinstance(v, bool | np.bool_)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "None": ("None", lambda v: v is None),
+    "tuple": ("a tuple", lambda v: isinstance(v, tuple | list)),
+}
+
+
+def check_config_types(config: object, label: str) -> None:
+    """Check each init field of the dataclass `config` against its annotation, when that is
+    built from int, float, bool, str, tuple and None (`int | None`, `tuple[float, ...]`):
+    `BadInput` naming `label`, the field, the value and the expected type otherwise. An int
+    is a number but a bool is neither; other annotations (a model, a threat) are left to the
+    config's own `__post_init__`."""
+    for field in dataclasses.fields(config):  # type: ignore[arg-type]
+        if not field.init:
+            continue
+        annotation = (
+            field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+        )
+        names = [part.strip().split("[", 1)[0] for part in annotation.split("|")]
+        if not names or any(name not in _SIMPLE for name in names):
+            continue
+        value = getattr(config, field.name)
+        if not any(_SIMPLE[name][1](value) for name in names):
+            expected = " or ".join(_SIMPLE[name][0] for name in names)
+            raise BadInput(f"{label}: {field.name} must be {expected}, got {describe(value)}")

@@ -4,6 +4,7 @@ exit code 2 and prints its one-line message."""
 from __future__ import annotations
 
 import difflib
+import numbers
 from collections.abc import Iterable
 
 
@@ -46,6 +47,11 @@ class ModelLoadError(AdversaError):
     """A model file or factory could not be loaded."""
 
 
+class UnsafePickle(ModelLoadError):
+    """A weights file holds pickled objects other than tensors: weights-only loading refused
+    it, since unpickling them would run code named by the file."""
+
+
 class AccessError(AdversaError):
     """An attack asked for more access (gradients, scores) than the model view grants."""
 
@@ -54,3 +60,24 @@ def require(condition: bool, message: str) -> None:
     """Raise `BadInput(message)` unless `condition`; for validating configs in __post_init__."""
     if not condition:
         raise BadInput(message)
+
+
+def is_integer(value: object) -> bool:
+    """An integer, as a user means it: int or numpy integer, never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """A real number, as a user means it: int, float or numpy scalar, never a bool or a str."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def describe(value: object) -> str:
+    """`value` for a one-line message: its repr (shortened), and its type when that is not
+    obvious from the repr."""
+    text = " ".join(repr(value).split())  # one line, even for a tensor
+    if len(text) > 60:
+        text = text[:57] + "..."
+    if isinstance(value, str | int | float | bool | tuple | list | dict | set | type(None)):
+        return text
+    return f"{text} ({type(value).__name__})"

@@ -39,6 +39,8 @@ class Registry(Generic[T]):
         return decorate
 
     def canonical(self, name: str) -> str:
+        if not isinstance(name, str):
+            raise BadInput(f"{self.kind} name must be a string, got {name!r}")
         key = name.strip().lower()
         key = self._aliases.get(key, key)
         if key not in self._factories:

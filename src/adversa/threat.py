@@ -7,10 +7,11 @@ import dataclasses
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from adversa.errors import BadInput
+from adversa.errors import BadInput, describe, is_real
 
 Norm = Literal["linf", "l2", "l1"]
 NORMS: tuple[str, ...] = ("linf", "l2", "l1")
@@ -31,14 +32,16 @@ class ThreatModel:
     targeted: bool = False
 
     def __post_init__(self) -> None:
-        if self.norm not in _ORD:
+        if not isinstance(self.norm, str) or self.norm not in _ORD:
             raise BadInput(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if not is_real(self.eps):
+            raise BadInput(f"eps must be a real number >= 0, got {describe(self.eps)}")
         eps = float(self.eps)
         if math.isnan(eps) or eps < 0:
             raise BadInput(f"eps must be >= 0, got {self.eps}")
-        lo, hi = (float(b) for b in self.bounds)
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise BadInput(f"bounds must be finite with lo < hi, got {self.bounds}")
+        lo, hi = check_bounds(self.bounds)
+        if not isinstance(self.targeted, bool | np.bool_):
+            raise BadInput(f"targeted must be True or False, got {describe(self.targeted)}")
         if self.norm == "linf" and math.isfinite(eps) and eps > hi - lo:
             raise BadInput(
                 f"eps={eps} is larger than the bounds allow: an linf perturbation of inputs "
@@ -46,6 +49,7 @@ class ThreatModel:
             )
         object.__setattr__(self, "eps", eps)
         object.__setattr__(self, "bounds", (lo, hi))
+        object.__setattr__(self, "targeted", bool(self.targeted))
 
     @property
     def ord(self) -> float:
@@ -120,6 +124,17 @@ class ThreatModel:
             signs = torch.randint(0, 2, shape, generator=gen, device=x.device).to(x.dtype)
             delta = mags * (2 * signs - 1) * self.eps
         return self.clip(x + delta)
+
+
+def check_bounds(bounds: object) -> tuple[float, float]:
+    """(lo, hi) as floats: two finite real numbers with lo < hi, else `BadInput`."""
+    pair = tuple(bounds) if isinstance(bounds, tuple | list | np.ndarray) else None
+    if pair is None or len(pair) != 2 or not all(is_real(b) for b in pair):
+        raise BadInput(f"bounds must be a pair (lo, hi) of numbers, got {describe(bounds)}")
+    lo, hi = float(pair[0]), float(pair[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise BadInput(f"bounds must be finite with lo < hi, got {bounds}")
+    return lo, hi
 
 
 def _norm_like(t: Tensor, p: float) -> Tensor:

@@ -16,10 +16,10 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from adversa.checks import as_tensor, check_batch
-from adversa.errors import AccessError, BadInput
+from adversa.checks import as_tensor, check_batch, check_config_types
+from adversa.errors import AccessError, BadInput, describe
 from adversa.losses import is_adversarial
-from adversa.model import Access, Cost, Model
+from adversa.model import Access, Cost, Model, check_model_accepts, diagnose_mismatch
 from adversa.registry import Registry
 from adversa.rng import make_generator
 from adversa.threat import NORMS, ThreatModel
@@ -31,7 +31,8 @@ class AttackResult:
 
     `x_adv` has the shape, dtype and device of `x` and lies in the threat model's ball and box.
     `success` (bool, B) was checked by a final forward pass on `x_adv`, whose predicted labels
-    are `pred` (B,); a point the model already misclassifies counts as a success with
+    are `pred` (B,); for a model that `rejects` inputs, its last output (the rejection) is
+    never a success. A point the model already misclassifies counts as a success with
     `x_adv == x`. `distance` (B,) is measured in
     the threat model's norm. `cost` counts passes per sample and includes the final check.
     """
@@ -91,6 +92,7 @@ class AttackBase:
     def __post_init__(self) -> None:
         if not isinstance(self.threat, ThreatModel):
             raise BadInput(f"threat must be a ThreatModel, got {type(self.threat).__name__}")
+        check_config_types(self, f"attack {self.name!r}")
         if self.threat.norm not in self.norms:
             raise BadInput(
                 f"attack {self.name!r} supports norms {', '.join(self.norms)}, "
@@ -122,30 +124,13 @@ def as_model(model: Model | torch.nn.Module, bounds: tuple[float, float]) -> Mod
 
 
 def infer_num_classes(model: Model, x: Tensor) -> int:
-    """Run one sample through the model to learn its number of classes (uncounted)."""
+    """The model's number of classes; when unknown, learnt (and recorded on the model) from
+    `check_model_accepts` on `x`, one uncounted forward pass on one sample. When it is known,
+    no pass is made (a randomised model's draws stay as they were): a mismatch between the
+    model and `x` is then diagnosed by `diagnose_mismatch` where it fails."""
     if model.num_classes is None:
-        with torch.no_grad(), model.eval_mode():
-            out = _first_forward(model, x[:1])
-        model.num_classes = int(out.shape[1])
+        model.num_classes = int(check_model_accepts(model, x, data="x").shape[1])
     return model.num_classes
-
-
-def _first_forward(model: Model, x: Tensor) -> Tensor:
-    from adversa.errors import ShapeError
-
-    inner = getattr(model, "_inner", model)
-    try:
-        out = Model.__call__(inner, x)
-    except Exception as exc:  # a user's module can raise anything on a wrong shape
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ShapeError(
-            f"the model rejected an input of shape {tuple(x.shape[1:])} (per sample): {first_line}"
-        ) from None
-    if out.dim() != 2:
-        raise ShapeError(
-            f"the model must return logits of shape (N, classes), got {tuple(out.shape)}"
-        )
-    return out
 
 
 def run_attack(
@@ -171,13 +156,15 @@ def run_attack(
     # A black-box attack gets a query-only view even of a full model: it cannot take
     # gradients, and its queries are counted as such.
     oracle = model.view(attack.access)
-    with model.frozen(), model.counting() as counter:
+    with model.frozen(), model.counting() as counter, diagnose_mismatch(model, x, data="x"):
         x_adv = attack._perturb(oracle, x.detach(), y, gen).detach().to(x.dtype)
         x_adv = threat.project(x_adv, x)
         with torch.no_grad():
             logits = model(x_adv)
         pred = logits.argmax(1)
         success = is_adversarial(logits, y, threat.targeted)
+        if model.rejects:  # a rejected input is the defender's win, never a success
+            success &= pred != logits.shape[1] - 1
     seconds = time.perf_counter() - start
     return AttackResult(
         name=attack.name,
@@ -192,8 +179,12 @@ def run_attack(
 
 def get_attack(name: str, threat: ThreatModel, **overrides: Any) -> AttackBase:
     """Build a registered attack by name, e.g. `get_attack("pgd", threat, steps=40)`."""
+    if not isinstance(name, str):
+        raise BadInput(f"attack name must be a string, got {describe(name)}")
     return ATTACKS.get(name, threat=threat, **overrides)
 
 
 def list_attacks(pattern: str = "*") -> list[str]:
+    if not isinstance(pattern, str):
+        raise BadInput(f"pattern must be a string such as 'apgd*', got {describe(pattern)}")
     return ATTACKS.list(pattern)

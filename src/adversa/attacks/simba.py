@@ -81,7 +81,7 @@ class SimBA(AttackBase):
             f"step_size must be > 0, got {self.step_size}",
         )
         require(
-            self.step_size is None or self.step_size <= eps,
+            self.step_size is None or eps == 0 or self.step_size <= eps,
             f"step_size must be <= eps ({eps}), got {self.step_size}",
         )
         require(0 < self.freq_ratio <= 1, f"freq_ratio must be in (0, 1], got {self.freq_ratio}")
@@ -111,8 +111,8 @@ class SimBA(AttackBase):
 
         prob, done = query(flat, y)
         used = torch.ones(n, dtype=torch.long, device=x.device)
-        if self.queries <= 1 or bool(done.all()):
-            return x
+        if self.queries <= 1 or bool(done.all()) or threat.eps == 0:
+            return x  # eps = 0 leaves no step to take (and l2's step count would divide by 0)
         basis = _Basis(self.basis, shape, self.image_shape, self.freq_ratio, flat)
         order = basis.order(n, gen)
         delta = torch.zeros_like(flat)  # unclipped: a sum of accepted basis steps

@@ -35,6 +35,12 @@ def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     ce.add_argument("--model", required=True, help="zoo name, file.py:factory (with --weights)")
     ce.add_argument("--weights", help="state_dict for a file.py:factory model")
+    ce.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help="allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
+        "which runs code from the file",
+    )
     ce.add_argument("--data", required=True, help="built-in name, .npz, .csv or image folder")
     ce.add_argument("--label-column", help="the label column of a .csv dataset")
     ce.add_argument("--bounds", help="input range LO,HI (default: the dataset's)")
@@ -82,6 +88,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
         parse_eps,
     )
     from adversa.data import load_data
+    from adversa.data.files import check_labelled_folder
     from adversa.model.load import load_model
     from adversa.threat import ThreatModel
 
@@ -94,6 +101,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
         raise BadInput("--method smoothing needs --sigma")
     if not smoothing and args.eps is None:
         raise BadInput(f"--method {args.method} needs --eps")
+    if not smoothing and args.sigma is not None:
+        raise BadInput(f"--sigma {args.sigma:g}: applies to --method smoothing only")
     for flag, value in (("--n-points", args.n_points), ("--batch-size", args.batch_size)):
         if value is not None:
             check_positive(flag, value)
@@ -113,12 +122,18 @@ def cmd_certify(args: argparse.Namespace) -> int:
     eps_values = parse_eps(args.eps) if args.eps else [args.sigma / 2]
     attacks = parse_attacks(args.attacks) if args.attack_check else []
     dataset = load_data(args.data, split="test", label_column=args.label_column).take(args.n_points)
+    check_labelled_folder(dataset)
     bounds = parse_bounds(args.bounds) if args.bounds else tuple(dataset.bounds)
     threat = ThreatModel(norm=norm, eps=max(eps_values), bounds=bounds)  # type: ignore[arg-type]
     with RichProgress() as progress, warnings.catch_warnings():
         warnings.simplefilter("ignore", CertificationWarning)  # reported below, once
         model = load_model(
-            args.model, weights=args.weights, device=args.device, progress=progress, bounds=bounds
+            args.model,
+            weights=args.weights,
+            device=args.device,
+            progress=progress,
+            bounds=bounds,
+            trust_model_file=args.trust_model_file,
         )
         result = run_certification(
             model,
@@ -149,7 +164,11 @@ def cmd_certify(args: argparse.Namespace) -> int:
         "attacks": list(result.attacks),
         "seed": args.seed,
         "device": args.device,
+        "class_names": list(dataset.class_names) if dataset.class_names else None,
     }
+    if "class_map" in dataset.meta:  # an image folder: which folder is which label, and why
+        config["class_map"] = dataset.meta["class_map"]
+        config["labels_from"] = dataset.meta["labels_from"]
     if smoothing:
         config |= {"sigma": args.sigma, "n0": args.n0, "n_samples": args.n, "alpha": args.alpha}
         config |= {"eot": args.eot}

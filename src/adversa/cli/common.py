@@ -112,3 +112,67 @@ class RichProgress:
         if task is None:
             task = self._tasks[description] = self._bars.add_task(description, total=total)
         self._bars.update(task, completed=completed, total=total)
+
+
+SEED_LIMIT = 2**62  # torch generators take 64 bits; adversa derives seeds by adding offsets
+
+
+def check_seed(value: int) -> None:
+    """`--seed` of every subcommand: an integer within +-2**62."""
+    if not -SEED_LIMIT <= value <= SEED_LIMIT:
+        raise BadInput(f"--seed must be an integer between -2**62 and 2**62, got {value}")
+
+
+def check_output_file(flag: str, path: str) -> None:
+    """An output file option (e.g. --save-model): refused before any work when the path is a
+    directory or lies under an existing file."""
+    from pathlib import Path
+
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise BadInput(f"{flag} {path}: is a directory, expected a file name")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BadInput(f"{flag} {path}: {parent} is a file, not a directory")
+            break
+
+
+def check_out_dir(flag: str, path: str) -> None:
+    """An output directory option (`--out`): refused before any work when it is an existing
+    file, lies under a file, or cannot be written. Nothing is created: a probe file is written
+    and removed in the directory, or in its nearest existing ancestor when it does not exist
+    yet (the writers create it when the report is ready)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if not path.strip():
+        raise BadInput(f"{flag} {path!r}: expected a directory path")
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise BadInput(f"{flag} {path}: is an existing file, expected a directory")
+    existing = next(p for p in (target, *target.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise BadInput(f"{flag} {path}: {existing} is a file, so the directory cannot be created")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".adversa-probe-")
+    except OSError as exc:
+        where = "" if existing == target else f" (its nearest existing folder {existing})"
+        reason = (exc.strerror or str(exc)).lower()
+        raise BadInput(f"{flag} {path}: not writable{where}: {reason}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_labels(y: torch.Tensor, num_classes: int, data: str) -> None:
+    """Labels `y` of the data named `data` (e.g. "--data D") against the model's number of
+    classes: `BadInput` naming both ranges when a label is not a class of the model."""
+    if y.numel() == 0:
+        return
+    lo, hi = (int(v) for v in torch.aminmax(y))
+    if lo < 0 or hi >= num_classes:
+        raise BadInput(
+            f"{data}: labels must lie in [0, {num_classes - 1}] for a model with {num_classes} "
+            f"classes, got labels in [{lo}, {hi}]"
+        )

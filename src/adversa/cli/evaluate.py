@@ -27,11 +27,12 @@ from adversa.cli.common import (
 )
 from adversa.cli.input_defenses import add_evaluate_options, defense_summary, evaluate_defended
 from adversa.data import load_data
+from adversa.data.files import check_labelled_folder, folder_class_warning
 from adversa.errors import BadInput
 from adversa.evaluation import evaluate_sweep
 from adversa.evaluation.adaptive_eval import attach_to_report
 from adversa.evaluation.report import Report, write_reports
-from adversa.model import Access
+from adversa.model import Access, check_model_accepts
 from adversa.model.load import load_model
 from adversa.threat import NORMS, ThreatModel
 
@@ -48,13 +49,14 @@ def add_evaluate_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     ev.add_argument(
         "--model",
         required=True,
-        help="zoo name, TorchScript file, .pt2 archive, path/file.py:factory (with --weights), "
-        "or sklearn:path.joblib (with --trust-model-file)",
+        help="zoo name, TorchScript file, .pt2 archive (with --trust-model-file), "
+        "path/file.py:factory (with --weights), or sklearn:path.joblib (with --trust-model-file)",
     )
     ev.add_argument(
         "--trust-model-file",
         action="store_true",
-        help="allow loading sklearn:path.joblib models; unpickling runs code from the file",
+        help="allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
+        "which runs code from the file (--model and --surrogate)",
     )
     ev.add_argument(
         "--weights",
@@ -147,7 +149,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         check_positive("--steps", args.steps)
     check_device(args.device)
 
+    if args.surrogate_weights and not args.surrogate:
+        raise BadInput(f"--surrogate-weights {args.surrogate_weights}: needs --surrogate MODEL")
+    if args.surrogate and "transfer" not in names:
+        raise BadInput(
+            f"--surrogate {args.surrogate}: only the 'transfer' attack uses a surrogate; add "
+            f"transfer to --attacks (got {','.join(names)})"
+        )
+    if args.defense:
+        from adversa.defenses.spec import parse_defense
+
+        parse_defense(args.defense)  # a bad spec fails before the model loads
     dataset = load_data(args.data, split="test", label_column=args.label_column).take(args.n)
+    check_labelled_folder(dataset)
     bounds = parse_bounds(args.bounds) if args.bounds else tuple(dataset.bounds)
     threat = ThreatModel(norm=args.norm, eps=eps_values[0], bounds=bounds)
     if args.constraints:
@@ -187,6 +201,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             defense = args.defense or args.detector  # input-side: naive and adaptive runs
             if args.eot is not None and not defense:
                 model = EOT(model, args.eot)
+            backdoor = _backdoor(model, dataset, args)  # before the attacks: it can fail
             if not args.attacks and model.access < Access.GRADIENT:
                 names = default_attacks(args.norm, gradients=False)
             attacks = [
@@ -240,12 +255,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "certify": args.certify,
         "constraints": args.constraints,
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "class_names": list(dataset.class_names) if dataset.class_names else None,
     }
-    if args.backdoor:
-        from adversa.cli.poison import backdoor_summary
-
-        config["backdoor"] = backdoor_summary(model, dataset, args.backdoor)
+    if "class_map" in dataset.meta:  # an image folder: which folder is which label, and why
+        config["class_map"] = dataset.meta["class_map"]
+        config["labels_from"] = dataset.meta["labels_from"]
+    if backdoor is not None:
+        config["backdoor"] = backdoor
     report = Report.from_results(sweep, config=config, seconds=time.perf_counter() - start)
+    if "class_map" in dataset.meta:
+        folder_warning = folder_class_warning(dataset, _num_outputs(model, dataset))
+        if folder_warning:
+            report = dataclasses.replace(report, warnings=(*report.warnings, folder_warning))
     if evaluation is not None:
         report = attach_to_report(report, evaluation)
     if args.certify:
@@ -297,6 +318,26 @@ def summary(report: Report, out: Path, html_path: Path) -> str:
     return "\n".join(lines)
 
 
+def _num_outputs(model: Any, dataset: Any) -> int | None:
+    """How many classes the model scores (one forward pass on one point if not yet known)."""
+    if model.num_classes is not None:
+        return int(model.num_classes)
+    import torch
+
+    with torch.no_grad():
+        return int(model(dataset.x[:1].to(model.device)).shape[-1])
+
+
+def _backdoor(model: Any, dataset: Any, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The `--backdoor DIR` summary (clean accuracy and ASR of its trigger), or None."""
+    if args.backdoor is None:
+        return None
+    from adversa.cli.poison import backdoor_summary
+
+    check_model_accepts(model, dataset.x, data=f"--data {args.data}")
+    return backdoor_summary(model, dataset, args.backdoor)
+
+
 def default_attacks(norm: str, gradients: bool = True) -> list[str]:
     """Cheap first: fgsm, pgd, then deepfool (linf, l2) and cw (l2). A model without gradient
     access (e.g. scikit-learn) gets the black-box attacks for its norm: square, hsj."""
@@ -316,7 +357,7 @@ def _load_on_all_ranks(
     device: str,
     progress: Any,
     bounds: tuple[float, float],
-    trust: bool = False,
+    trust_model_file: bool = False,
 ) -> Any:
     """Load a model; under torchrun rank 0 goes first, so a zoo model trains once."""
     if not distributed.is_main():
@@ -327,7 +368,7 @@ def _load_on_all_ranks(
         device=device,
         progress=progress,
         bounds=bounds,
-        trust_model_file=trust,
+        trust_model_file=trust_model_file,
     )
     if distributed.is_main():
         distributed.barrier()

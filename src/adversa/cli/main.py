@@ -11,12 +11,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
 
 from adversa.attacks import ATTACKS
-from adversa.cli.common import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, one_line
+from adversa.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    check_out_dir,
+    check_seed,
+    one_line,
+)
 from adversa.cli.evaluate import add_evaluate_parser
 from adversa.cli.input_defenses import add_reformer_parser
 from adversa.data import list_datasets
@@ -30,6 +39,7 @@ LIST_WHAT = ("attacks", "datasets", "defenses", "models", "poisons", "text-attac
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` (default: `sys.argv[1:]`); return the exit code."""
     parser = build_parser()
+    argv = join_negative_values(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
@@ -37,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(args.debug) or os.environ.get("ADVERSA_DEBUG", "") not in ("", "0")
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
     try:
+        if vars(args).get("seed") is not None:
+            check_seed(args.seed)
+        if vars(args).get("out") is not None:  # every command's output directory, before work
+            check_out_dir("--out", args.out)
         return args.handler(args)
     except AdversaError as exc:
         if debug:
@@ -57,6 +71,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
+
+
+# A value argparse would take for an option: `-1,1`, `-0.5,0.5`, `-inf,0`, `-8/255`.
+_NEGATIVE_VALUE = re.compile(r"-(\d|\.\d|inf\b|nan\b)", re.IGNORECASE)
+# One argparse already reads as a value (a plain negative number): left alone.
+_ARGPARSE_NUMBER = re.compile(r"-\d+$|-\d*\.\d+$")
+
+
+def join_negative_values(argv: Sequence[str]) -> list[str]:
+    """`--bounds -1,1` as `--bounds=-1,1`: argparse reads a value starting with '-' as an
+    option unless it is a plain negative number, so such a value after a long option is joined
+    to it. Only tokens argparse would reject are changed; nothing after `--` is."""
+    out: list[str] = []
+    for token in argv:
+        previous = out[-1] if out else ""
+        if (
+            "--" not in out
+            and previous.startswith("--")
+            and previous != "--"
+            and "=" not in previous
+            and _NEGATIVE_VALUE.match(token)
+            and not _ARGPARSE_NUMBER.match(token)
+        ):
+            out[-1] = f"{previous}={token}"
+        else:
+            out.append(token)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,8 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from adversa.checks import check_in_bounds
+from adversa.cli.common import check_labels
 from adversa.errors import BadInput
 from adversa.io import atomic_write_bytes, atomic_write_text
+from adversa.model import check_model_accepts
+from adversa.safeload import load_npz
 
 
 def add_poison_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -35,6 +39,7 @@ def add_poison_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         "poison", parents=[common], help="poison a training set (backdoor or label flips)"
     )
     po.add_argument("--data", required=True, help="built-in name (train split) or file")
+    po.add_argument("--label-column", help="the label column of a .csv dataset")
     po.add_argument("--attack", required=True, help="badnets, blend, clean-label, label-flip")
     po.add_argument("--rate", type=float, required=True, help="share of samples, in (0, 1)")
     po.add_argument("--target-class", type=int, help="backdoor / targeted-flip target")
@@ -52,16 +57,30 @@ def add_poison_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     be.add_argument("--model", required=True)
     be.add_argument("--weights")
+    be.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help="allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
+        "which runs code from the file",
+    )
     be.add_argument("--backdoor", required=True, help="directory written by `adversa poison`")
     be.add_argument("--data", help="test data (default: the manifest's data, test split)")
+    be.add_argument("--label-column", help="the label column of a .csv --data")
     be.set_defaults(handler=cmd_backdoor_eval)
 
     ins = commands.add_parser(
         "inspect-data", parents=[common], help="score training samples for poisoning"
     )
     ins.add_argument("--data", required=True)
+    ins.add_argument("--label-column", help="the label column of a .csv dataset")
     ins.add_argument("--model", required=True)
     ins.add_argument("--weights")
+    ins.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help="allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
+        "which runs code from the file",
+    )
     ins.add_argument("--detector", default="spectral", help="spectral, activation-clustering, loss")
     ins.add_argument("--rate", type=float, help="expected poison share (spectral, loss)")
     ins.add_argument(
@@ -90,7 +109,7 @@ def cmd_poison(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:
             options[flag] = getattr(args, flag)
     attack = POISONS.get(args.attack, **options)
-    dataset = load_data(args.data, split="train")
+    dataset = load_data(args.data, split="train", label_column=args.label_column)
     result = attack(dataset, seed=args.seed)
     out = Path(args.out)
     atomic_write_bytes(
@@ -107,6 +126,7 @@ def cmd_poison(args: argparse.Namespace) -> int:
         )
     manifest = {
         "data": args.data,
+        "label_column": args.label_column,
         "attack": POISONS.canonical(args.attack),
         "config": result.meta,
         "seed": args.seed,
@@ -123,26 +143,53 @@ def cmd_poison(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_manifest(directory: str) -> dict[str, Any]:
+def _read_manifest(directory: str, flag: str = "--backdoor") -> dict[str, Any]:
     path = Path(directory) / "manifest.json"
     if not path.exists():
-        raise BadInput(f"--backdoor {directory}: no manifest.json (run `adversa poison` first)")
-    return json.loads(path.read_text())
+        raise BadInput(f"{flag} {directory}: no manifest.json (run `adversa poison` first)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BadInput(f"{flag} {directory}: manifest.json is not readable JSON ({exc})") from None
+    keys = ("data", "attack", "files")
+    missing = [k for k in keys if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise BadInput(
+            f"{flag} {directory}: manifest.json is not an `adversa poison` manifest "
+            f"(no {', '.join(missing)})"
+        )
+    return manifest
 
 
-def _trigger(directory: Path, manifest: dict[str, Any]) -> Any:
+def _trigger(directory: Path, manifest: dict[str, Any], flag: str = "--backdoor") -> Any:
     from adversa.poisoning import Trigger
 
     if manifest.get("target_class") is None or "trigger.npz" not in manifest["files"]:
-        raise BadInput(f"--backdoor {directory}: {manifest['attack']} has no trigger")
-    with np.load(directory / "trigger.npz") as arrays:
-        return Trigger(torch.tensor(arrays["pattern"]), torch.tensor(arrays["mask"]))
+        raise BadInput(f"{flag} {directory}: {manifest['attack']} has no trigger")
+    path = directory / "trigger.npz"
+    arrays = load_npz(path, ("pattern", "mask"), label=f"{flag} {directory}: {path.name}")
+    pattern, mask = (torch.tensor(arrays[k], dtype=torch.float32) for k in ("pattern", "mask"))
+    if not (bool(torch.isfinite(pattern).all()) and bool(torch.isfinite(mask).all())):
+        raise BadInput(f"{flag} {directory}: {path.name} holds non-finite values")
+    return Trigger(pattern, mask)
 
 
 def backdoor_metrics(model: Any, test: Any, trigger: Any, target: int) -> dict[str, float]:
     """Clean accuracy and attack success rate of `model` on the `test` Dataset, together."""
     from adversa.poisoning import attack_success_rate
     from adversa.poisoning.base import predict_labels
+
+    sample = tuple(test.x.shape[1:])
+    for name, part in (("pattern", trigger.pattern), ("mask", trigger.mask)):
+        try:
+            fits = torch.broadcast_shapes(tuple(part.shape), sample) == sample
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise BadInput(
+                f"trigger {name} of shape {tuple(part.shape)} does not fit the data's samples "
+                f"of shape {sample}"
+            )
 
     clean = float((predict_labels(model, test.x) == test.y).float().mean())
     asr = attack_success_rate(model, test.x, test.y, trigger, target)
@@ -168,8 +215,13 @@ def cmd_backdoor_eval(args: argparse.Namespace) -> int:
 
     manifest = _read_manifest(args.backdoor)
     trigger = _trigger(Path(args.backdoor), manifest)
-    test = load_data(args.data or manifest["data"], split="test")
-    model = load_model(args.model, weights=args.weights)
+    label_column = args.label_column if args.data else manifest.get("label_column")
+    test = load_data(args.data or manifest["data"], split="test", label_column=label_column)
+    model = load_model(args.model, weights=args.weights, trust_model_file=args.trust_model_file)
+    data = f"--data {args.data or manifest['data']}"
+    logits = check_model_accepts(model, test.x, data=data)
+    check_labels(test.y, logits.shape[1], data)
+    check_in_bounds(test.x, model.bounds, what=data, hint="scale it to the model's input range")
     m = backdoor_metrics(model, test, trigger, manifest["target_class"])
     print(
         f"clean accuracy {100 * m['clean_accuracy']:5.1f}%   "
@@ -185,10 +237,12 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
 
     if args.retrain_epochs < 1:
         raise BadInput(f"--retrain-epochs must be >= 1, got {args.retrain_epochs}")
-    dataset = load_data(args.data, split="train")
+    dataset = load_data(args.data, split="train", label_column=args.label_column)
     options = {"rate": args.rate} if args.rate is not None else {}
     detector = get_detector(args.detector, **options)
-    model = load_model(args.model, weights=args.weights)
+    model = load_model(args.model, weights=args.weights, trust_model_file=args.trust_model_file)
+    logits = check_model_accepts(model, dataset.x, data=f"--data {args.data}")
+    check_labels(dataset.y, logits.shape[1], f"--data {args.data}")
     detection = detector(model, dataset.x, dataset.y)
     report: dict[str, Any] = {
         "detector": args.detector,
@@ -197,9 +251,10 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     }
     path = Path(args.data)
     if path.suffix == ".npz" and path.exists():
-        with np.load(path) as arrays:
-            if "poisoned_idx" in arrays.files:
-                report["metrics"] = detection.metrics(torch.tensor(arrays["poisoned_idx"]))
+        arrays = load_npz(path, (), optional=("poisoned_idx",), label=f"--data {path}")
+        if "poisoned_idx" in arrays:
+            poisoned = _poisoned_idx(arrays["poisoned_idx"], len(dataset), path)
+            report["metrics"] = detection.metrics(poisoned)
     print(f"{args.detector}: flagged {len(report['flagged'])} of {len(dataset)} samples")
     if "metrics" in report:
         m = report["metrics"]
@@ -217,6 +272,21 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _poisoned_idx(values: np.ndarray, n: int, path: Path) -> torch.Tensor:
+    """The `poisoned_idx` array of a poisoned set, checked: integers in [0, n), one axis."""
+    if values.dtype.kind not in "iu" or values.ndim != 1:
+        raise BadInput(
+            f"--data {path}: poisoned_idx must be a 1-D integer array, got {values.dtype} of "
+            f"shape {values.shape}"
+        )
+    if values.size and not (int(values.min()) >= 0 and int(values.max()) < n):
+        raise BadInput(
+            f"--data {path}: poisoned_idx must lie in [0, {n}), got "
+            f"[{int(values.min())}, {int(values.max())}]"
+        )
+    return torch.tensor(values, dtype=torch.long)
+
+
 def _retrain(
     args: argparse.Namespace, path: Path, dataset: Any, model: Any, flagged: torch.Tensor
 ) -> dict[str, Any]:
@@ -230,9 +300,9 @@ def _retrain(
             f"--retrain needs --data DIR/poisoned.npz with DIR/manifest.json (from `adversa "
             f"poison`), got {args.data}"
         )
-    manifest = json.loads(manifest_path.read_text())
-    trigger = _trigger(path.parent, manifest)
-    test = load_data(manifest["data"], split="test")
+    manifest = _read_manifest(str(path.parent), flag="--data")
+    trigger = _trigger(path.parent, manifest, flag="--data")
+    test = load_data(manifest["data"], split="test", label_column=manifest.get("label_column"))
     keep = ~flagged
     net = fit_classifier(
         dataset.x[keep],

@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 from typing import Any
 
 import torch
 
+from adversa.cli.common import check_labels
 from adversa.errors import BadInput
+from adversa.model import check_model_accepts
 
 
 def add_privacy_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -49,7 +52,12 @@ def add_privacy_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     pr.add_argument("--model", required=True, help="zoo name, training directory, file, ...")
     pr.add_argument("--weights", help="state_dict for a file.py:factory model")
-    pr.add_argument("--trust-model-file", action="store_true", help="allow sklearn:path.joblib")
+    pr.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help="allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
+        "which runs code from the file",
+    )
     pr.add_argument("--data", help="dataset (default: the zoo model's or training card's)")
     pr.add_argument("--label-column", help="the label column of a .csv dataset")
     pr.add_argument(
@@ -96,7 +104,12 @@ def add_privacy_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     inv.add_argument("--model", required=True, help="zoo name, training directory, file, ...")
     inv.add_argument("--weights", help="state_dict for a file.py:factory model")
-    inv.add_argument("--trust-model-file", action="store_true", help="allow sklearn:path.joblib")
+    inv.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help="allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
+        "which runs code from the file (--model and --independent)",
+    )
     inv.add_argument("--data", help="dataset for the input shape, class means, mean image")
     inv.add_argument("--label-column", help="the label column of a .csv dataset")
     inv.add_argument("--classes", help="comma-separated classes (default: all)")
@@ -141,7 +154,14 @@ def _training_recipe(spec: str) -> tuple[str, int | None, Any] | None:
         return config.data, config.train_size, config
     card = Path(spec).expanduser() / "card.json"
     if card.is_file():
-        config = TrainConfig.from_dict(json.loads(card.read_text())["config"])
+        try:
+            recorded = json.loads(card.read_text())["config"]
+        except (ValueError, KeyError, TypeError):
+            raise BadInput(
+                f"--model {spec}: {card} is not a model card written by adversa train "
+                f"(expected JSON with a 'config' object)"
+            ) from None
+        config = TrainConfig.from_dict(recorded)
         return config.data, config.train_size, config
     return None
 
@@ -276,6 +296,13 @@ def cmd_privacy(args: argparse.Namespace) -> int:
             bounds=tuple(dataset.bounds),
             trust_model_file=args.trust_model_file,
         )
+        source = (
+            f"--members {args.members}" if args.members else f"--data {args.data or dataset.name}"
+        )
+        logits = check_model_accepts(model, parts["members"][0], data=source)
+        check_labels(parts["members"][1], logits.shape[1], source)
+        nonmembers = f"--nonmembers {args.nonmembers}" if args.nonmembers else "the test split"
+        check_labels(parts["nonmembers"][1], logits.shape[1], nonmembers)
         results, is_member = audit(
             model, parts["members"], parts["nonmembers"], parts["pool"], progress
         )
@@ -345,8 +372,8 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     check_positive("--steps", args.steps)
-    if args.tv < 0:
-        raise BadInput(f"--tv must be >= 0, got {args.tv}")
+    if not (math.isfinite(args.tv) and args.tv >= 0):
+        raise BadInput(f"--tv must be >= 0 and finite, got {args.tv}")
     inits = tuple(p.strip() for p in args.init.split(",") if p.strip())
     attack = MIFace(
         steps=args.steps,
@@ -367,6 +394,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
             bounds=tuple(train.bounds),
             trust_model_file=args.trust_model_file,
         )
+        check_model_accepts(model, train.x, data=f"--data {args.data or train.name}")
         result = attack(model, train.input_shape, classes, mean_image=train.x.mean(0))
         if args.independent:
             independent = load_model(
@@ -374,7 +402,9 @@ def cmd_invert(args: argparse.Namespace) -> int:
                 progress=progress,
                 num_classes=train.num_classes,
                 bounds=tuple(train.bounds),
+                trust_model_file=args.trust_model_file,
             )
+            check_model_accepts(independent, train.x, data=f"--data {args.data or train.name}")
             independent_name = args.independent
         else:  # an MLP of another architecture and seed, trained on the same split
             masks = torch.ones(1, len(train), dtype=torch.bool)

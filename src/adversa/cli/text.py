@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adversa.cli.common import RichProgress, check_positive, parse_attacks
+from adversa.cli.common import RichProgress, check_output_file, check_positive, parse_attacks
 from adversa.errors import BadInput
 
 
@@ -79,6 +79,8 @@ def cmd_text_attack(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     check_positive("--n", args.n)
+    if args.save_model:
+        check_output_file("--save-model", args.save_model)
     if args.augment is not None:
         check_positive("--augment", args.augment)
     names = [TEXT_ATTACKS.canonical(n) for n in parse_attacks(args.attacks)]

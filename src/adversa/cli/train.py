@@ -13,6 +13,7 @@ have. Under `torchrun --nproc_per_node=K -m adversa train ...` the ranks train d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,9 @@ def add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     tr.add_argument("--label-column", help="the label column of a .csv dataset")
     tr.add_argument("--arch", required=True, help=f"architecture: {', '.join(ARCHS)}")
+    tr.add_argument(
+        "--bounds", help="input range LO,HI of the data (default: the dataset's, usually 0,1)"
+    )
     tr.add_argument("--defense", default="none", help="see `adversa list defenses` (default none)")
     options = tr.add_argument_group("defense options (each defense takes its own)")
     for flag, (field, kind) in DEFENSE_OPTIONS.items():
@@ -86,7 +90,7 @@ def add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The `TrainConfig` the flags describe (unknown defense or option: BadInput)."""
-    from adversa.cli.common import parse_attacks, parse_eps
+    from adversa.cli.common import parse_attacks, parse_bounds, parse_eps
     from adversa.defenses import DEFENSES
     from adversa.defenses.train_config import TrainConfig
 
@@ -96,8 +100,19 @@ def config_from_args(args: argparse.Namespace) -> Any:
         value = getattr(args, f"opt_{field}")
         if value is not None:
             options[field] = _single_eps(parse_eps(value)) if field == "eps" else value
+    bounds = parse_bounds(args.bounds) if args.bounds else None
+    defense_fields = {f.name for f in dataclasses.fields(DEFENSES.factory(name))}
+    if bounds is not None and "bounds" in defense_fields:
+        options["bounds"] = bounds  # the defense clips to the same range
     defense = DEFENSES.get(name, **options)
     final = () if args.final_eval.strip().lower() == "none" else parse_attacks(args.final_eval)
+    if not final and args.eval_eps:
+        from adversa.errors import BadInput
+
+        raise BadInput(
+            f"--eval-eps {args.eval_eps}: applies to the final evaluation, which "
+            "--final-eval none turns off"
+        )
     return TrainConfig(
         data=args.data,
         arch=args.arch,
@@ -115,6 +130,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         final_eval=tuple(final),
         eval_size=args.eval_size,
         eval_eps=_single_eps(parse_eps(args.eval_eps)) if args.eval_eps else None,
+        bounds=bounds,
     )
 
 

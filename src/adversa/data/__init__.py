@@ -48,12 +48,20 @@ def load_data(spec: str, *, split: str = "test", label_column: str | None = None
     `spec` is a built-in name (see `list_datasets`), an `.npz` with arrays `x` and `y`, a
     `.csv` (with `label_column`), or a directory `root/<class_name>/*.png`. `split` ("train",
     "test" or "all") selects part of a built-in dataset; files are always loaded whole.
+    `label_column` is for `.csv` files only: given with anything else it raises `BadInput`
+    rather than being ignored. Image folders are labelled by `adversa.data.files.folder_labels`
+    (numeric folder names are the labels, else sorted names; recorded in `meta["class_map"]`).
     Unknown names raise `UnknownName` with suggestions; bad files raise `BadInput`.
     """
     if split not in SPLITS:
         raise BadInput(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     key = spec.strip().lower()
     if key in BUILTINS:
+        if label_column is not None:
+            raise BadInput(
+                f"--label-column {label_column}: only .csv data has label columns; {spec!r} is "
+                "a built-in dataset with its own labels, drop the option"
+            )
         return load_builtin(key, split)
     path = Path(spec).expanduser()
     if path.exists() or _looks_like_path(spec):

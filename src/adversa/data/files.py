@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from adversa.data.dataset import Dataset
 from adversa.errors import BadInput, ShapeError
 
+MAX_CLASS_NUMBER = 100_000  # a numeric class folder above this is not a class index
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -68,10 +70,17 @@ def load_npz(path: Path) -> Dataset:
 
     `x` of 3 or more dimensions is an image batch (kind "image"), 2 dimensions a table.
     """
+    if path.is_file() and path.stat().st_size == 0:
+        raise BadInput(f"{path}: is empty (0 bytes); expected an .npz archive with arrays x and y")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise BadInput(f"{path}: not a readable .npz archive ({exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise BadInput(
+            f"{path}: holds a single array (an .npy file), not an .npz archive with arrays x "
+            f"and y (save with numpy.savez(path, x=x, y=y))"
+        )
     with archive:
         keys = set(archive.files)
         missing = [k for k in ("x", "y") if k not in keys]
@@ -85,6 +94,8 @@ def load_npz(path: Path) -> Dataset:
             names = archive["class_names"] if "class_names" in keys else None
         except ValueError as exc:  # object arrays would need pickle, which we refuse
             raise BadInput(f"{path}: cannot read arrays without pickle ({exc})") from None
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise BadInput(f"{path}: a corrupt .npz archive ({exc})") from None
     if x.ndim < 2:
         raise ShapeError(f"{path}: x must have shape (N, ...), got {x.shape}")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
@@ -210,24 +221,56 @@ def _palette_is_gray(img: object) -> bool:
     return bool((rgb == rgb[:, :1]).all())
 
 
+def folder_labels(root: Path, folders: list[str]) -> tuple[dict[str, int], tuple[str, ...], str]:
+    """(label of each class folder, class names indexed by label, the rule used).
+
+    When every folder name is a whole number (`0`, `1`, `7`, ...), each folder's label is that
+    number, so missing classes keep the other labels right (class names for labels without a
+    folder are the numbers themselves); otherwise the labels follow the sorted names. Either way
+    the mapping is recorded in the data set's `meta["class_map"]` (and so in the reports).
+    """
+    if all(name.isascii() and name.isdigit() for name in folders):
+        mapping = {name: int(name) for name in folders}
+        clash = [n for n in folders if list(mapping.values()).count(mapping[n]) > 1]
+        if clash:
+            raise BadInput(
+                f"{root}: class folders {', '.join(sorted(clash))} name the same class number"
+            )
+        if max(mapping.values()) >= MAX_CLASS_NUMBER:
+            raise BadInput(
+                f"{root}: class folder {max(folders, key=int)} is not a class number below "
+                f"{MAX_CLASS_NUMBER:,}; name class folders 0, 1, ... or by class name"
+            )
+        names = [str(i) for i in range(max(mapping.values()) + 1)]
+        for name, label in mapping.items():
+            names[label] = name
+        return mapping, tuple(names), "numeric folder names"
+    folders = sorted(folders)
+    return {name: i for i, name in enumerate(folders)}, tuple(folders), "sorted folder names"
+
+
 def load_folder(root: Path) -> Dataset:
-    """Images under `root/<class_name>/`, one folder per class (classes in sorted order).
+    """Images under `root/<class_name>/`, one folder per class, labelled by `folder_labels`
+    (numeric names are the labels; otherwise sorted names).
 
     All images must share one size and channel count (1 for grayscale, 3 for colour).
     """
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
+    folders = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if not folders:
         raise BadInput(
             f"{root}: an image folder needs one subfolder per class (root/<class>/*.png)"
         )
+    mapping, class_names, rule = folder_labels(root, folders)
     files: list[tuple[Path, int]] = []
-    for label, name in enumerate(classes):
+    for name, label in sorted(mapping.items(), key=lambda item: item[1]):
         found = sorted(
             p for p in (root / name).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
         files.extend((p, label) for p in found)
     if not files:
-        raise BadInput(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(classes)}")
+        raise BadInput(
+            f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(sorted(folders))}"
+        )
     images: list[np.ndarray] = []
     for path, _ in files:
         arr = _read_image(path)
@@ -242,10 +285,54 @@ def load_folder(root: Path) -> Dataset:
         name=root.name,
         x=torch.from_numpy(np.stack(images)),
         y=torch.from_numpy(labels),
-        num_classes=len(classes),
+        num_classes=len(class_names),
         kind="image",
-        class_names=tuple(classes),
-        meta={"source": str(root), "format": "folder", "files": len(files)},
+        class_names=class_names,
+        meta={
+            "source": str(root),
+            "format": "folder",
+            "files": len(files),
+            "class_map": dict(sorted(mapping.items(), key=lambda item: item[1])),
+            "labels_from": rule,
+        },
+    )
+
+
+def check_labelled_folder(dataset: Dataset, flag: str = "--data") -> None:
+    """Refuse an image folder whose labels cannot be trusted for measuring accuracy: one class
+    folder with a non-numeric name (its images would all be class 0)."""
+    meta = dataset.meta
+    if meta.get("format") != "folder" or meta.get("labels_from") != "sorted folder names":
+        return
+    if len(meta["class_map"]) < 2:
+        folder = next(iter(meta["class_map"]))
+        raise BadInput(
+            f"{flag} {meta['source']}: only one class folder ({folder!r}), so every image "
+            f"would get label 0; give one folder per class, or name folders by class number "
+            f"(e.g. {meta['source']}/3/*.png for class 3)"
+        )
+
+
+def folder_class_warning(dataset: Dataset, num_outputs: int | None) -> str | None:
+    """A warning when the model has more outputs than `dataset`, an image folder, has class
+    folders: labels may not mean what the model's outputs mean."""
+    meta = dataset.meta
+    if meta.get("format") != "folder" or num_outputs is None:
+        return None
+    mapping = meta["class_map"]
+    if num_outputs <= len(mapping):
+        return None
+    head = f"the model has {num_outputs} outputs but {meta['source']} has {len(mapping)} class "
+    if meta["labels_from"] == "numeric folder names":
+        missing = sorted(set(range(num_outputs)) - set(mapping.values()))
+        shown = ", ".join(str(k) for k in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        return f"{head}folders: no images of class {shown} (folders are named by class number)"
+    shown = ", ".join(f"{name}={label}" for name, label in list(mapping.items())[:10])
+    more = ", ..." if len(mapping) > 10 else ""
+    return (
+        f"{head}folders, labelled by their sorted names ({shown}{more}); if the model's "
+        "classes are in another order the accuracies are wrong: name the folders by class "
+        "number (0, 1, ...) instead"
     )
 
 
@@ -253,9 +340,14 @@ def load_path(path: Path, label_column: str | None) -> Dataset:
     """Dispatch on what `path` is: a folder, an `.npz` or a `.csv`."""
     if not path.exists():
         raise BadInput(f"{path}: no such file or directory")
+    suffix = path.suffix.lower()
+    if label_column is not None and (path.is_dir() or suffix != ".csv"):
+        raise BadInput(
+            f"--label-column {label_column}: only .csv data has label columns; {path} carries "
+            "its own labels, drop the option"
+        )
     if path.is_dir():
         return load_folder(path)
-    suffix = path.suffix.lower()
     if suffix == ".npz":
         return load_npz(path)
     if suffix == ".csv":

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from adversa.errors import BadInput, ModelLoadError
 from adversa.io import atomic_torch_save, atomic_write_text
 from adversa.rng import make_generator
+from adversa.safeload import brief, load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,11 @@ class ReformerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise BadInput(f"{name} must be an integer >= 1, got {value!r}")
-        if not self.lr > 0:
-            raise BadInput(f"lr must be > 0, got {self.lr!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise BadInput(f"lr must be a finite number > 0, got {self.lr!r}")
         if not 0 <= self.noise <= 1:
             raise BadInput(f"noise must be in [0, 1], got {self.noise!r}")
-        if self.weight_decay < 0:
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise BadInput(f"weight_decay must be >= 0, got {self.weight_decay!r}")
 
 
@@ -98,7 +100,10 @@ class MagNetAutoencoder(nn.Sequential):
                 f"{tuple(x.shape)}"
             )
         if self.pool and (x.shape[2] % 2 or x.shape[3] % 2):
-            raise BadInput(f"the reformer with pooling needs even H and W, got {tuple(x.shape)}")
+            raise BadInput(
+                f"the reformer with pooling needs even H and W, got {tuple(x.shape)} (train "
+                f"it without pooling: pool=False, --no-pool)"
+            )
         return super().forward(x)
 
 
@@ -176,11 +181,12 @@ def load_reformer(directory: str | Path, device: str | torch.device = "cpu") -> 
             f"{root}: not a reformer directory (needs {CARD} and {WEIGHTS}; create one with "
             "`adversa train-reformer`)"
         )
+    state = load_tensors(weights_path, what="reformer weights file")  # never unpickles code
     try:
         card = json.loads(card_path.read_text())
         config, shape = card["config"], card["input_shape"]
         net = MagNetAutoencoder(int(shape[0]), int(config["width"]), bool(config["pool"]))
-        net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise ModelLoadError(f"{root}: cannot load the reformer: {exc}") from None
+        net.load_state_dict(state)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
+        raise ModelLoadError(f"{root}: cannot load the reformer: {brief(exc)}") from None
     return net.to(device).eval()

@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
-from adversa.errors import BadInput
+from adversa.errors import BadInput, ModelLoadError
 from adversa.io import atomic_torch_save, atomic_write_text
+from adversa.safeload import load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,10 @@ class RunDir:
         """The last checkpoint (tensors on `device`), or None when there is none."""
         if not self.checkpoint_path.exists():
             return None
-        try:
-            state = torch.load(self.checkpoint_path, map_location=device, weights_only=True)
-        except Exception as exc:  # unpickling errors come in many types
-            raise BadInput(
-                f"{self.checkpoint_path}: unreadable checkpoint ({type(exc).__name__}); "
-                f"overwrite the run (--overwrite)"
-            ) from None
+        try:  # weights-only: a crafted checkpoint is refused, never run
+            state = load_tensors(self.checkpoint_path, what="checkpoint", map_location=device)
+        except ModelLoadError as exc:
+            raise BadInput(f"{exc}; overwrite the run (--overwrite)") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise BadInput(
                 f"{self.checkpoint_path}: not a checkpoint of this version of adversa "

@@ -249,9 +249,14 @@ def _parse_one(registry: Registry[Any], text: str) -> tuple[str, Any]:
 
 def parse_defense(spec: str) -> list[tuple[str, Any]]:
     """`name:key=value,...` chained with `+` -> [(canonical name, config), ...]."""
-    parts = [p for p in spec.split("+") if p.strip()] if isinstance(spec, str) else []
-    if not parts:
+    parts = spec.split("+") if isinstance(spec, str) else []
+    if not any(p.strip() for p in parts):
         raise BadInput(f"defense spec must name at least one defense, got {spec!r}")
+    if not all(p.strip() for p in parts):
+        raise BadInput(
+            f"defense spec {spec!r} has an empty part: '+' must join two defenses "
+            "(e.g. squeeze:bits=4+median:size=2)"
+        )
     return [_parse_one(INPUT_DEFENSES, part) for part in parts]
 
 

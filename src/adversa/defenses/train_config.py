@@ -21,10 +21,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from adversa.checks import check_config_types
 from adversa.data import Dataset, list_datasets, load_data, stratified_split
 from adversa.defenses.base import DEFENSES, Defense
-from adversa.errors import BadInput, UnknownName
-from adversa.threat import NORMS
+from adversa.errors import BadInput, UnknownName, describe, is_integer, is_real
+from adversa.threat import NORMS, check_bounds
 from adversa.zoo.arch import ARCHS
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -56,6 +57,8 @@ class TrainConfig:
     eval_size: int | None = 1000  # test points for the final robust evaluation (None: all)
     eval_eps: float | None = None  # radius of the final evaluation; None: the defense's eps
     eval_norm: str | None = None  # norm of the final evaluation; None: the defense's norm
+    bounds: tuple[float, float] | None = None  # input range of the data; None: the defense's
+    # bounds if it has them, else the dataset's ([0, 1] for built-ins and files)
 
     def __post_init__(self) -> None:
         if isinstance(self.defense, str):
@@ -67,12 +70,15 @@ class TrainConfig:
             )
         if not isinstance(self.data, str) or not self.data.strip():
             raise BadInput(f"data must name a dataset, got {self.data!r}")
+        if not isinstance(self.arch, str):
+            raise BadInput(f"arch must be an architecture name, got {describe(self.arch)}")
         if self.arch not in ARCHS:
             raise UnknownName("architecture", self.arch, ARCHS)
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise BadInput(f"lr must be a finite number > 0, got {self.lr}")
+        if not (is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
+            raise BadInput(f"lr must be a finite number > 0, got {self.lr!r}")
+        check_config_types(self, "training config")
         if self.optimizer not in OPTIMIZERS:
             raise BadInput(
                 f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
@@ -81,13 +87,16 @@ class TrainConfig:
             raise BadInput(f"momentum must be in [0, 1), got {self.momentum}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise BadInput(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+        if not is_integer(self.seed):
             raise BadInput(f"seed must be an integer, got {self.seed!r}")
         if self.train_size is not None:
             _positive_int("train_size", self.train_size)
         if self.eval_size is not None:
             _positive_int("eval_size", self.eval_size)
         object.__setattr__(self, "final_eval", tuple(self.final_eval))
+        for name in self.final_eval:
+            if not isinstance(name, str):
+                raise BadInput(f"final_eval must hold attack names, got {describe(name)}")
         if self.final_eval:
             from adversa.attacks import ATTACKS
 
@@ -98,6 +107,23 @@ class TrainConfig:
             raise BadInput(f"eval_eps must be a finite number >= 0, got {self.eval_eps}")
         if self.eval_norm is not None and self.eval_norm not in NORMS:
             raise BadInput(f"eval_norm must be one of {', '.join(NORMS)}, got {self.eval_norm!r}")
+        if self.bounds is not None:
+            object.__setattr__(self, "bounds", check_bounds(self.bounds))
+            own = getattr(self.defense, "bounds", None)
+            if own is not None and tuple(float(b) for b in own) != self.bounds:
+                raise BadInput(
+                    f"bounds {self.bounds} differ from the bounds {tuple(own)} of defense "
+                    f"{self.defense_name!r}: give the defense the same range "
+                    f"(DEFENSES.get({self.defense_name!r}, ..., bounds={self.bounds}))"
+                )
+
+    def data_bounds(self) -> tuple[float, float] | None:
+        """The declared input range: `bounds`, else the defense's (it clips to them), else
+        None (the dataset's own)."""
+        if self.bounds is not None:
+            return self.bounds
+        own = getattr(self.defense, "bounds", None)
+        return None if own is None else (float(own[0]), float(own[1]))
 
     @property
     def defense_name(self) -> str:
@@ -116,20 +142,28 @@ class TrainConfig:
         out["defense"] = self.defense_name
         out["defense_options"] = defense_options(self.defense)  # type: ignore[arg-type]
         out["final_eval"] = list(self.final_eval)
+        if self.bounds is None:
+            del out["bounds"]  # so that runs from before the field existed still resume
         return _jsonable(out)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """The config `to_dict` described; unknown keys raise `BadInput`."""
+        if not isinstance(data, Mapping):
+            raise BadInput(f"training config must be a mapping, got {describe(data)}")
         values = dict(data)
-        options = {k: _tuples(v) for k, v in dict(values.pop("defense_options", {})).items()}
+        raw_options = values.pop("defense_options", {})
+        if not isinstance(raw_options, Mapping):
+            raise BadInput(f"defense_options must be a mapping, got {describe(raw_options)}")
+        options = {k: _tuples(v) for k, v in raw_options.items()}
         values["defense"] = DEFENSES.get(values.get("defense", "none"), **options)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise BadInput(f"training config has unknown keys: {', '.join(unknown)}")
-        if "final_eval" in values:
-            values["final_eval"] = tuple(values["final_eval"])
+        for key in ("final_eval", "bounds"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
         return cls(**values)
 
 
@@ -173,6 +207,11 @@ def load_splits(config: TrainConfig) -> tuple[Dataset, Dataset]:
         raise BadInput(
             f"test data has inputs of shape {test.input_shape}, training data {train.input_shape}"
         )
+    if len(test) and int(test.y.max()) >= train.num_classes:
+        raise BadInput(
+            f"test data {test.name!r} has labels up to {int(test.y.max())}, beyond the "
+            f"{train.num_classes} classes of the training data {train.name!r}"
+        )
     return train.take(config.train_size), test
 
 
@@ -183,7 +222,7 @@ def _index(idx: Any) -> Any:
 
 
 def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_integer(value) or value < 1:
         raise BadInput(f"{name} must be an integer >= 1, got {value!r}")
 
 

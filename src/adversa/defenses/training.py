@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from adversa import distributed
+from adversa.checks import check_in_bounds
 from adversa.data import Dataset
 from adversa.defenses.base import Defense, StepContext
 from adversa.defenses.card import TrainResult, build_card, final_evaluation
@@ -50,7 +51,7 @@ from adversa.defenses.train_parts import (
     stages,
     test_accuracy,
 )
-from adversa.errors import BadInput
+from adversa.errors import BadInput, describe
 from adversa.rng import make_generator
 from adversa.zoo.arch import build_arch
 
@@ -81,10 +82,13 @@ def train(
     wait for the other ranks.
     """
     if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        raise BadInput(f"config must be a TrainConfig, got {type(config).__name__}")
+    _check_arguments(out_dir, resume, overwrite, progress, device, description, local)
     if local and config.final_eval and distributed.world()[1] > 1:
         raise BadInput("a local run inside a process group needs final_eval=()")
-    datasets = load_splits(config)  # bad data fails before the directory is touched
+    datasets = _in_declared_bounds(config, load_splits(config))  # before the directory is touched
+    with torch.random.fork_rng(devices=[]):  # so does an arch that does not fit the data
+        build_arch(config.arch, datasets[0].input_shape, datasets[0].num_classes)
     run = RunDir(Path(out_dir).expanduser()) if out_dir is not None else None
     main = local or distributed.is_main()
     checkpoint = None
@@ -99,6 +103,56 @@ def train(
             run.begin(config.to_dict())
     loop = _Loop(config, datasets, run, progress, torch.device(device), description, local)
     return loop.run(checkpoint)
+
+
+def _check_arguments(
+    out_dir: object,
+    resume: object,
+    overwrite: object,
+    progress: object,
+    device: object,
+    description: object,
+    local: object,
+) -> None:
+    """`train`'s keyword arguments, each named in a `BadInput` when it has the wrong type."""
+    if out_dir is not None and not isinstance(out_dir, str | Path):
+        raise BadInput(f"out_dir must be a path or None, got {describe(out_dir)}")
+    for name, flag in (("resume", resume), ("overwrite", overwrite), ("local", local)):
+        if not isinstance(flag, bool):
+            raise BadInput(f"{name} must be True or False, got {describe(flag)}")
+    if progress is not None and not callable(progress):
+        raise BadInput(f"progress must be a callable or None, got {describe(progress)}")
+    if not isinstance(description, str):
+        raise BadInput(f"description must be a string, got {describe(description)}")
+    if not isinstance(device, str | torch.device):
+        raise BadInput(f"device must be a torch device or a string, got {describe(device)}")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise BadInput(
+            f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}"
+        ) from None
+
+
+def _in_declared_bounds(
+    config: TrainConfig, datasets: tuple[Dataset, Dataset]
+) -> tuple[Dataset, Dataset]:
+    """Check both splits against the declared bounds (`config.data_bounds()`, else the
+    dataset's), as the evaluation does: a defense's adversary or noise clips to them, so data
+    outside would be trained on clipped inputs. The splits take the declared bounds, which
+    the card and the final evaluation then use."""
+    declared = config.data_bounds()
+    checked = []
+    for split, dataset in zip(("training", "test"), datasets, strict=True):
+        bounds = declared if declared is not None else tuple(dataset.bounds)
+        hint = (
+            f"scale the data into [{bounds[0]:g}, {bounds[1]:g}], or declare its range "
+            "(TrainConfig bounds=(LO, HI); adversa train --bounds LO,HI)"
+        )
+        check_in_bounds(dataset.x, bounds, f"{split} data {dataset.name!r}", hint)
+        same = tuple(dataset.bounds) == bounds
+        checked.append(dataset if same else dataclasses.replace(dataset, bounds=bounds))
+    return checked[0], checked[1]
 
 
 class _Loop:

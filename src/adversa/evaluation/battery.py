@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -30,9 +31,9 @@ from adversa import distributed
 from adversa.attacks import ATTACKS, AttackBase, get_attack
 from adversa.attacks.base import as_model, infer_num_classes
 from adversa.checks import as_tensor, check_batch
-from adversa.errors import BadInput
+from adversa.errors import BadInput, describe, is_integer, is_real
 from adversa.evaluation import sanity
-from adversa.model import Cost, Model
+from adversa.model import Cost, Model, diagnose_mismatch
 from adversa.threat import NORMS, ThreatModel
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,8 @@ def evaluate(
         result = adversa.evaluate(model, x, y, ThreatModel(norm="linf", eps=8 / 255))
         result.clean_accuracy, result.robust_accuracy, result.warnings
     """
+    if not isinstance(threat, ThreatModel):
+        raise BadInput(f"threat must be a ThreatModel, got {type(threat).__name__}")
     sweep = evaluate_sweep(
         model,
         x,
@@ -188,15 +191,24 @@ def evaluate_sweep(
     one more restart for the first iterative attack, on the points still robust) at each eps,
     and an automatic eps sweep up to the full input range on `batch_size` points."""
     start = time.perf_counter()
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise BadInput(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not is_integer(batch_size) or batch_size < 1:
+        raise BadInput(f"batch_size must be a positive integer, got {describe(batch_size)}")
     if not isinstance(threat, ThreatModel):
         raise BadInput(f"threat must be a ThreatModel, got {type(threat).__name__}")
     if threat.targeted:
         raise BadInput("evaluate measures untargeted robustness; use a threat with targeted=False")
+    if not isinstance(eps_values, Sequence | Tensor | np.ndarray) or isinstance(eps_values, str):
+        raise BadInput(f"eps_values must be a list of numbers, got {describe(eps_values)}")
     if len(eps_values) == 0:
         raise BadInput("eps_values must hold at least one eps")
-    threats = [threat.with_eps(eps) for eps in eps_values]
+    if not is_integer(seed):
+        raise BadInput(f"seed must be an integer, got {describe(seed)}")
+    if progress is not None and not callable(progress):
+        raise BadInput(f"progress must be a callable or None, got {describe(progress)}")
+    for flag, value in (("checks", checks), ("check_masking", check_masking)):
+        if not isinstance(value, bool):
+            raise BadInput(f"{flag} must be True or False, got {describe(value)}")
+    threats = [threat.with_eps(_eps_value(eps)) for eps in eps_values]
     model = as_model(model, threat.bounds)
     x = as_tensor(x, "x").to(model.device)
     y = as_tensor(y, "y").to(model.device)
@@ -207,7 +219,8 @@ def evaluate_sweep(
     y = y.long()
     plans = [resolve_attacks(attacks, t, seed) for t in threats]
 
-    clean_pred, first_outputs, clean_cost = _clean_pass(model, x, batch_size)
+    with diagnose_mismatch(model, x, data="x"):
+        clean_pred, first_outputs, clean_cost = _clean_pass(model, x, batch_size)
     warnings: list[str] = []
     if checks:
         warnings += sanity.model_checks(model, x, y, clean_pred == y, first_outputs, batch_size)
@@ -243,6 +256,15 @@ def evaluate_sweep(
     )
 
 
+def _eps_value(eps: object) -> float:
+    """One entry of `eps_values` as a float (a 0-d tensor or numpy scalar is fine)."""
+    if isinstance(eps, Tensor | np.ndarray) and eps.ndim == 0:
+        eps = eps.item()
+    if not is_real(eps):
+        raise BadInput(f"eps_values must hold numbers, got {describe(eps)}")
+    return float(eps)
+
+
 def resolve_attacks(
     attacks: Sequence[AttackSpec] | AttackSpec, threat: ThreatModel, seed: int
 ) -> tuple[list[AttackBase], list[str]]:
@@ -250,6 +272,11 @@ def resolve_attacks(
     with their threat replaced. A preset (an attack with a `components()` method, such as
     "autoattack") is expanded into its components, so that each gets its own row, cost and
     place in the cascade. Returns the attacks and one warning per skipped attack."""
+    if not isinstance(attacks, str | AttackBase | list | tuple):
+        raise BadInput(
+            f"attacks must be a registry name, an attack object or a list of them, got "
+            f"{describe(attacks)}"
+        )
     items = [attacks] if isinstance(attacks, str | AttackBase) else list(attacks)
     if not items:
         raise BadInput("attacks must name at least one attack")
@@ -315,12 +342,20 @@ def _clean_pass(model: Model, x: Tensor, batch_size: int) -> tuple[Tensor, Tenso
         for idx in distributed.my_batches(idx_all, batch_size):
             out = model(x[idx])
             first = out if idx[0] == 0 else first
-            pieces.append((idx, out.argmax(1)))
+            pieces.append((idx, out.argmax(1), int((~out.isfinite().all(1)).sum())))
     preds = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    nonfinite = 0
     for rank_pieces, rank_first in distributed.all_gather((pieces, first)):
-        for idx, pred in rank_pieces:
+        for idx, pred, bad in rank_pieces:
             preds[idx.to(x.device)] = pred.to(x.device)
+            nonfinite += bad
         first = rank_first.to(x.device) if rank_first is not None else first
+    if nonfinite:
+        raise BadInput(
+            f"model {model.name!r} returned NaN or infinite logits for {nonfinite} of "
+            f"{x.shape[0]} inputs: its accuracy would be meaningless; check the model and its "
+            "weights on this data"
+        )
     cost = distributed.sum_costs(counter.freeze(time.perf_counter() - start))
     return preds, first, cost
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from adversa.errors import BadInput
-from adversa.evaluation.html import _CSS, _fmt, _pct
-from adversa.evaluation.report import REPORT_JSON, _jsonable
+from adversa.evaluation.report import REPORT_JSON
 from adversa.io import atomic_write_text
+from adversa.render import fmt, jsonable, page_start, pct, svg_frame
 from adversa.versions import versions
 
 COMPARE_JSON = "compare.json"
@@ -54,7 +54,16 @@ def read_row(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadInput(f"{source}: expected a JSON object")
     label = source.parent.name if source.name in (REPORT_JSON, CARD_JSON) else source.stem
-    row = _from_card(data) if "evaluation" in data else _from_report(data, source)
+    try:
+        row = _from_card(data) if "evaluation" in data else _from_report(data, source)
+    except BadInput:
+        raise
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        kind = "training card" if "evaluation" in data else "report"
+        raise BadInput(
+            f"{source}: not an adversa {kind}: a field has the wrong type "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     return {"label": label, "source": str(source), **row}
 
 
@@ -123,7 +132,7 @@ def compare(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     warnings = []
     threats = {(r["norm"], r["eps"]) for r in rows if r["robust_accuracy"] is not None}
     if len(threats) > 1:
-        listed = ", ".join(f"{n} eps={_fmt(e)}" for n, e in sorted(threats, key=str))
+        listed = ", ".join(f"{n} eps={fmt(e)}" for n, e in sorted(threats, key=str))
         warnings.append(
             f"the models were evaluated under different threat models ({listed}): "
             "their robust accuracies are not comparable"
@@ -134,7 +143,7 @@ def compare(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
     missing = [r["label"] for r in rows if r["robust_accuracy"] is None]
     if missing:
         warnings.append(f"no robust accuracy for {', '.join(missing)} (not plotted)")
-    return _jsonable(
+    return jsonable(
         {
             "rows": rows,
             "warnings": warnings,
@@ -160,11 +169,7 @@ def render_compare_html(result: dict[str, Any]) -> str:
     warnings = "".join(f"<li>{escape(w)}</li>" for w in result["warnings"])
     return "\n".join(
         [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            "<title>adversa comparison</title>",
-            f"<style>{_CSS}</style></head><body><main>",
+            page_start("adversa comparison"),
             f"<h1>Comparison of {len(rows)} model(s)</h1>",
             f'<div class="muted">{escape(result["timestamp"])} UTC</div>',
             f'<div class="warn"><ul>{warnings}</ul></div>' if warnings else "",
@@ -191,7 +196,7 @@ def scatter_svg(rows: Sequence[dict[str, Any]], width: int = 560, height: int = 
     def sy(a: float) -> float:
         return top + inner_h * (1 - a)
 
-    parts = [f'<rect width="{width}" height="{height}" fill="#fff"/>']
+    parts = []
     for tick in (0, 0.25, 0.5, 0.75, 1.0):
         parts.append(
             f'<line x1="{left}" y1="{sy(tick):.1f}" x2="{sx(1):.1f}" y2="{sy(tick):.1f}" '
@@ -210,8 +215,8 @@ def scatter_svg(rows: Sequence[dict[str, Any]], width: int = 560, height: int = 
             continue
         x, y = sx(row["clean_accuracy"]), sy(row["robust_accuracy"])
         tip = (
-            f"{row['label']}: clean {_pct(row['clean_accuracy'])}, "
-            f"robust {_pct(row['robust_accuracy'])}"
+            f"{row['label']}: clean {pct(row['clean_accuracy'])}, "
+            f"robust {pct(row['robust_accuracy'])}"
         )
         anchor, dx = ("end", -8) if x > left + 0.75 * inner_w else ("start", 8)
         parts.append(
@@ -233,11 +238,7 @@ def scatter_svg(rows: Sequence[dict[str, Any]], width: int = 560, height: int = 
             f'<text x="{left + 24}" y="{legend_y + 4}">{escape(str(defense or "unknown"))}</text>'
         )
         legend_y += 16
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="robust accuracy versus clean accuracy">{"".join(parts)}</svg>'
-    )
+    return svg_frame(width, height, "robust accuracy versus clean accuracy", "".join(parts))
 
 
 def _colours(rows: Sequence[dict[str, Any]]) -> dict[Any, str]:
@@ -252,15 +253,15 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
     )
 
     def cell(value: Any) -> str:
-        return "—" if value is None else escape(_fmt(value))
+        return "—" if value is None else escape(fmt(value))
 
     body = "".join(
         f"<tr><td><code>{escape(r['label'])}</code><br>"
         f'<span class="muted">{escape(r["model"])}</span></td>'
         f"<td>{cell(r['data'])}</td><td>{cell(r['defense'])}</td>"
         f"<td>{cell(r['norm'])}, eps = {cell(r['eps'])}</td>"
-        f"<td>{'—' if r['clean_accuracy'] is None else _pct(r['clean_accuracy'])}</td>"
-        f"<td>{'—' if r['robust_accuracy'] is None else _pct(r['robust_accuracy'])}</td>"
+        f"<td>{'—' if r['clean_accuracy'] is None else pct(r['clean_accuracy'])}</td>"
+        f"<td>{'—' if r['robust_accuracy'] is None else pct(r['robust_accuracy'])}</td>"
         f"<td>{cell(r['n'])}</td><td>{escape(', '.join(r['attacks']))}</td></tr>"
         for r in rows
     )
@@ -271,9 +272,9 @@ def summary(result: dict[str, Any]) -> str:
     """Terminal lines: one per model, then the warnings."""
     lines = [f"{'model':<28} {'defense':<14} {'threat':<16} {'clean':>7} {'robust':>7}"]
     for r in result["rows"]:
-        threat = f"{r['norm']} {_fmt(r['eps'])}" if r["norm"] else "-"
-        robust = "-" if r["robust_accuracy"] is None else f"{100 * r['robust_accuracy']:.1f}%"
-        clean = "-" if r["clean_accuracy"] is None else f"{100 * r['clean_accuracy']:.1f}%"
+        threat = f"{r['norm']} {fmt(r['eps'])}" if r["norm"] else "-"
+        robust = "-" if r["robust_accuracy"] is None else pct(r["robust_accuracy"])
+        clean = "-" if r["clean_accuracy"] is None else pct(r["clean_accuracy"])
         lines.append(
             f"{r['label']:<28} {r['defense'] or '-':<14} {threat:<16} {clean:>7} {robust:>7}"
         )

@@ -4,7 +4,8 @@
 
 - a zoo name (`adversa.zoo.list_models()`), trained and cached on first use;
 - a TorchScript archive written by `torch.jit.save` (deprecated in recent torch, still read);
-- a `torch.export` archive (`*.pt2`, `torch.export.save`);
+- a `torch.export` archive (`*.pt2`, `torch.export.save`), only with `trust_model_file=True`:
+  `torch.export.load` unpickles the archive's weights and constants, which runs code from it;
 - `path/file.py:factory`: the file is imported, `factory()` must return an `nn.Module`, and
   its state_dict is read from `weights` (`.safetensors`, or a `torch.save` file read with
   `weights_only=True`);
@@ -13,8 +14,11 @@
 - `sklearn:path.joblib`: a fitted scikit-learn estimator, only with `trust_model_file=True`
   (joblib unpickles, which runs code from the file).
 
-Nothing is ever unpickled with `torch.load(weights_only=False)`, and joblib only on
-request. Every failure raises `ModelLoadError` with one line naming the file and the reason.
+A file's kind is read from its content (`adversa.safeload.file_kind`), not its name, so a
+renamed archive still meets the check of what it is. Weights are read with
+`torch.load(weights_only=True)` only; torch.export archives and joblib files, whose loaders
+unpickle, are refused (`BadInput`) unless `trust_model_file` is set. Every failure raises
+`ModelLoadError` (or `BadInput`) with one line naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import logging
 import sys
 import types
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from adversa.errors import ModelLoadError, UnknownName
+from adversa import safeload
+from adversa.errors import BadInput, ModelLoadError, UnknownName
 from adversa.model.wrapped import Model
 
 log = logging.getLogger(__name__)
@@ -42,59 +46,52 @@ log = logging.getLogger(__name__)
 _SHOWN_KEYS = 5
 
 
+ACCEPTED = (
+    "a zoo name, a TorchScript archive (torch.jit.save), a torch.export archive (.pt2, with "
+    "--trust-model-file), a directory written by adversa train, path/file.py:factory with "
+    "--weights, or sklearn:PATH (with --trust-model-file)"
+)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def _brief(exc: BaseException) -> str:
-    """The first sentence of an exception's first line (torch appends paragraphs of advice)."""
-    line = _first_line(exc)
-    return line.split(". ", 1)[0][:160]
-
-
-def _zip_names(path: Path) -> list[str]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return []
-
-
-def _is_export_archive(path: Path) -> bool:
-    return path.suffix == ".pt2" or any(n.endswith("/archive_format") for n in _zip_names(path))
-
-
 def load_torchscript(path: Path, device: str | torch.device = "cpu") -> nn.Module:
-    """`torch.jit.load`, with torch's deprecation warning silenced."""
+    """`torch.jit.load`, with torch's deprecation warning silenced. Its unpickler resolves only
+    TorchScript classes and torch's own functions, so it needs no trust."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.load(str(path), map_location=device)
     except (RuntimeError, ValueError, OSError) as exc:
-        names = _zip_names(path)
-        hint = ""
-        if any(n.endswith("data.pkl") for n in names) and not any("/code/" in n for n in names):
-            hint = " (it looks like a torch.save checkpoint: pass file.py:factory with --weights)"
-        elif not names:
-            hint = " (not a zip archive)"
-        raise ModelLoadError(f"{path}: not a TorchScript archive{hint}; {_brief(exc)}") from None
+        raise ModelLoadError(
+            f"{path}: not a readable TorchScript archive; {safeload.brief(exc)}"
+        ) from None
 
 
-def load_exported(path: Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_exported(
+    path: Path, device: str | torch.device = "cpu", *, trust_model_file: bool = False
+) -> nn.Module:
     """`torch.export.load(path).module()`, made usable in eval-mode contexts.
 
+    `torch.export.load` unpickles the archive's weights and constants in full, which runs code
+    a crafted archive names: it is refused (`BadInput`) unless `trust_model_file` is set.
     An exported graph fixes train/eval behaviour (dropout, batch norm) at export time, and
     torch makes `.train()`/`.eval()` on it raise; we restore the ordinary methods, which then
     only set flags, so `Model.eval_mode` works. Export in eval mode.
     """
+    safeload.require_trust(path, safeload.TORCH_EXPORT, trust_model_file)
     logger = logging.getLogger("torch.export")
     level = logger.level
     logger.setLevel(logging.CRITICAL)  # torch logs a traceback before raising
     try:
         program = torch.export.load(str(path))
     except Exception as exc:  # torch raises RuntimeError, BadZipFile, KeyError, ...
-        raise ModelLoadError(f"{path}: not a torch.export archive (.pt2); {_brief(exc)}") from None
+        raise ModelLoadError(
+            f"{path}: not a torch.export archive (.pt2); {safeload.brief(exc)}"
+        ) from None
     finally:
         logger.setLevel(level)
     if torch.device(device).type != "cpu":
@@ -167,25 +164,32 @@ def from_factory(path: Path, factory: str) -> nn.Module:
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
-    """A state_dict from `.safetensors` or a `torch.save` file (weights_only=True).
+    """A state_dict from a safetensors file or a `torch.save` file (weights_only=True), told
+    apart by content.
 
     A checkpoint dict holding the state_dict under "state_dict" or "model_state_dict" is
     unwrapped; a "module." prefix (DistributedDataParallel) is stripped.
     """
     if not path.is_file():
         raise ModelLoadError(f"{path}: weights file not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    kind = safeload.file_kind(path)
+    if kind == safeload.SAFETENSORS:
+        from safetensors.torch import load_file
 
+        try:
             state: Any = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
+        except Exception as exc:  # safetensors raises its own error types
+            raise ModelLoadError(
+                f"{path}: cannot read the safetensors file ({safeload.brief(exc)})"
+            ) from None
+    elif kind in (safeload.TORCH_SAVE, safeload.PICKLE):  # weights-only: safe on any pickle
+        state = safeload.load_tensors(path)
+    else:
+        found = "" if kind == safeload.UNKNOWN else f" (it is a {kind})"
         raise ModelLoadError(
-            f"{path}: cannot read weights (need a state_dict saved with torch.save or "
-            f"safetensors; arbitrary pickles are refused): {_brief(exc)}"
-        ) from None
+            f"{path}: not a weights file{found}; expected a state_dict saved with torch.save "
+            f"or safetensors"
+        )
     if isinstance(state, Mapping):
         for key in ("state_dict", "model_state_dict"):
             if isinstance(state.get(key), Mapping):
@@ -253,9 +257,11 @@ def load_model(
     """Load `spec` (zoo name, TorchScript, `.pt2`, `file.py:factory`, a directory written
     by `adversa train`, or `sklearn:path.joblib`) as a `Model`.
 
-    `sklearn:path` unpickles a fitted scikit-learn-style estimator with joblib, which runs
-    code from the file: it is refused (`BadInput`) unless `trust_model_file` is set, and it
-    gives a query-only `adversa.tabular.SklearnModel`.
+    `sklearn:path` unpickles a fitted scikit-learn-style estimator with joblib, and a
+    torch.export archive is unpickled by `torch.export.load`; both run code from the file, so
+    both are refused (`BadInput`) unless `trust_model_file` is set. `sklearn:path` gives a
+    query-only `adversa.tabular.SklearnModel`. A file is routed by its content, not its name
+    (`load_model_file`).
 
     `weights` (a state_dict file) is required in spirit for `file.py:factory` (without it the
     factory's initialisation is used, with a warning) and, when given with a zoo name or an
@@ -267,7 +273,9 @@ def load_model(
     if spec.startswith("sklearn:"):
         from adversa.tabular.sklearn_model import load_sklearn
 
-        return load_sklearn(spec.removeprefix("sklearn:"), trust=trust_model_file, bounds=bounds)
+        return load_sklearn(
+            spec.removeprefix("sklearn:"), trust_model_file=trust_model_file, bounds=bounds
+        )
     weights_path = Path(weights).expanduser() if weights is not None else None
     factory = _split_factory(spec)
     if spec.strip().lower() in list_models():
@@ -298,13 +306,41 @@ def load_model(
             net, name = trained.module, trained.name
             num_classes = num_classes if num_classes is not None else trained.num_classes
         else:
-            exported = _is_export_archive(path)
-            net = load_exported(path, device) if exported else load_torchscript(path, device)
+            net = load_model_file(path, device, trust_model_file=trust_model_file)
             name = path.name
     if weights_path is not None:
         apply_weights(net, weights_path)
     net.eval()
     return Model(net, num_classes=num_classes, bounds=bounds, name=name)
+
+
+def load_model_file(
+    path: Path, device: str | torch.device = "cpu", *, trust_model_file: bool = False
+) -> nn.Module:
+    """The module in a model file, routed by the file's content: TorchScript to
+    `torch.jit.load`, torch.export to `torch.export.load` (only with `trust_model_file`).
+    Weights-only files, pickles and anything else are refused with a line that says what the
+    file is and what is accepted."""
+    kind = safeload.file_kind(path)
+    if kind == safeload.TORCHSCRIPT:
+        return load_torchscript(path, device)
+    if kind == safeload.TORCH_EXPORT:
+        return load_exported(path, device, trust_model_file=trust_model_file)
+    if kind in (safeload.TORCH_SAVE, safeload.SAFETENSORS):
+        what = "torch.save checkpoint" if kind == safeload.TORCH_SAVE else kind
+        raise ModelLoadError(
+            f"{path}: a {what} holds weights without the architecture; pass "
+            f"path/file.py:factory with --weights {path}"
+        )
+    if kind == safeload.PICKLE:
+        raise BadInput(
+            f"{path}: a {kind}, which unpickles (runs code from the file) when loaded; a "
+            f"scikit-learn estimator loads as sklearn:{path} with --trust-model-file "
+            f"(library: trust_model_file=True), for files you trust"
+        )
+    raise ModelLoadError(
+        f"{path}: not a TorchScript archive or other model file; accepted: {ACCEPTED}"
+    )
 
 
 def load_training_output(

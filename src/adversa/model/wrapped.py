@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from adversa.errors import BadInput, describe, is_integer
 from adversa.model.cost import CostCounter
+from adversa.threat import check_bounds
+
+log = logging.getLogger(__name__)
 
 
 class Access(enum.IntEnum):
@@ -53,9 +58,19 @@ class Model:
 
     The module must map inputs in `bounds` to logits of shape (B, num_classes); normalisation
     belongs inside the module. `num_classes` is inferred on first use when not given.
+
+    Outputs other than a tensor are read by one rule, the same for every command: an output
+    with a `logits` attribute or key (a Hugging Face `ModelOutput`, a dict, a named tuple)
+    gives its `logits`; otherwise a tuple or list gives its first tensor. Either way a warning
+    is logged once per `Model`, naming what the module returned and what was taken. Any other
+    output (a dict without "logits", a tuple without a tensor, a number) raises `BadInput`
+    naming what the module returned.
     """
 
     access: Access = Access.GRADIENT
+    # True when the last output means "input rejected" (a detector in front of the
+    # classifier): predicting it is never an attack's success.
+    rejects: bool = False
 
     def __init__(
         self,
@@ -66,11 +81,18 @@ class Model:
         name: str = "model",
     ) -> None:
         if not isinstance(module, nn.Module):
-            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+            raise BadInput(f"module must be a torch.nn.Module, got {describe(module)}")
+        if num_classes is not None and not (is_integer(num_classes) and num_classes >= 1):
+            raise BadInput(
+                f"num_classes must be a positive integer or None, got {describe(num_classes)}"
+            )
+        if not isinstance(name, str):
+            raise BadInput(f"name must be a string, got {describe(name)}")
         self.module = module
-        self.num_classes = num_classes
-        self.bounds = bounds
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.bounds = check_bounds(bounds)
         self.name = name
+        self._output_warned = False
         param = next(module.parameters(), None)
         buffer = next(module.buffers(), None)
         ref = param if param is not None else buffer
@@ -81,7 +103,7 @@ class Model:
     def __call__(self, x: Tensor) -> Tensor:
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
-        logits = self.module(x)
+        logits = self._logits(self.module(x))
         n = x.shape[0]
         counters = tuple(self._counters)
         for counter in counters:
@@ -93,6 +115,28 @@ class Model:
                     counter.backward += n
 
             logits.register_hook(count_backward)
+        return logits
+
+    def _logits(self, out: object) -> Tensor:
+        """The logits in the module's output, by the rule in the class docstring."""
+        if isinstance(out, Tensor):
+            return out
+        logits, taken = _take_logits(out)
+        if logits is None:
+            raise BadInput(
+                f"model {self.name!r} returned {_what(out)}, not logits: its forward must "
+                "return a tensor (N, classes), an output with .logits, or a tuple whose first "
+                "tensor is the logits"
+            )
+        if not self._output_warned:
+            self._output_warned = True
+            log.warning(
+                "model %r returned %s; using %s, of shape %s, as the logits",
+                self.name,
+                _what(out),
+                taken,
+                tuple(logits.shape),
+            )
         return logits
 
     @torch.no_grad()
@@ -135,6 +179,33 @@ class Model:
         if access == self.access or access == Access.GRADIENT:
             return self
         return self.scores_only() if access == Access.SCORES else self.labels_only()
+
+
+def _take_logits(out: object) -> tuple[Tensor | None, str]:
+    """(logits, which part of `out` they are), or (None, "") when `out` holds none."""
+    if isinstance(out, Mapping):
+        value = out.get("logits")
+        return (value, "its 'logits' entry") if isinstance(value, Tensor) else (None, "")
+    value = getattr(out, "logits", None)
+    if isinstance(value, Tensor):
+        return value, "its .logits"
+    if isinstance(out, tuple | list):
+        for i, item in enumerate(out):
+            if isinstance(item, Tensor):
+                return item, f"element {i}"
+    return None, ""
+
+
+def _what(out: object) -> str:
+    """What a module returned, for a message: the type and, for containers, their parts."""
+    kind = type(out).__name__
+    if isinstance(out, Mapping):
+        keys = ", ".join(repr(k) for k in list(out)[:6])
+        return f"a {kind} with keys [{keys}]"
+    if isinstance(out, tuple | list):
+        parts = ", ".join(type(item).__name__ for item in out[:6])
+        return f"a {kind} of {len(out)} items ({parts})"
+    return f"a {kind}"
 
 
 class ScoresOnly(Model):

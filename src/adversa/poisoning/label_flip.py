@@ -65,6 +65,11 @@ class LabelFlip:
             raise BadInput("mode 'targeted' needs source_class and target_class")
         if self.mode == "targeted" and self.source_class == self.target_class:
             raise BadInput(f"source_class and target_class are both {self.source_class}")
+        if self.mode != "targeted" and (self.source_class, self.target_class) != (None, None):
+            raise BadInput(
+                f"source_class and target_class apply to mode 'targeted' only; mode "
+                f"{self.mode!r} would ignore them"
+            )
         if self.surrogate_steps < 1:
             raise BadInput(f"surrogate_steps must be >= 1, got {self.surrogate_steps}")
 

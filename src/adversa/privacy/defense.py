@@ -24,6 +24,7 @@ per option (sequential), and one forward pass per candidate per model for the at
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from typing import Any
 
@@ -63,10 +64,10 @@ class DPSGD:
     delta: float = 1e-5  # the delta of the reported (epsilon, delta)
 
     def __post_init__(self) -> None:
-        if self.noise_multiplier < 0:
-            raise BadInput(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
-        if self.max_grad_norm <= 0:
-            raise BadInput(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0):
+            raise BadInput(f"noise_multiplier must be >= 0 and finite, got {self.noise_multiplier}")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise BadInput(f"max_grad_norm must be > 0 and finite, got {self.max_grad_norm}")
         if not 0 < self.delta < 1:
             raise BadInput(f"delta must lie in (0, 1), got {self.delta}")
 
@@ -85,11 +86,12 @@ class TargetTraining:
     seed: int = 0  # initialisation, batch order and DP noise
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise BadInput(
-                f"need epochs >= 1, batch_size >= 1 and lr > 0, got {self.epochs}, "
-                f"{self.batch_size}, {self.lr}"
-            )
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BadInput(f"{name} must be an integer >= 1, got {value!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise BadInput(f"lr must be a finite number > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise BadInput(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

@@ -20,6 +20,7 @@ Cost: at most `steps` forward and backward passes of a batch of classes x inits.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import Tensor
@@ -70,14 +71,14 @@ class MIFace:
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise BadInput(f"steps must be >= 1, got {self.steps}")
-        if self.step_size <= 0:
-            raise BadInput(f"step_size must be > 0, got {self.step_size}")
+        if not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise BadInput(f"step_size must be > 0 and finite, got {self.step_size}")
         if self.patience < 1:
             raise BadInput(f"patience must be >= 1, got {self.patience}")
         if not 0.0 < self.gamma <= 1.0:
             raise BadInput(f"gamma must be in (0, 1], got {self.gamma}")
-        if self.tv_weight < 0:
-            raise BadInput(f"tv_weight must be >= 0, got {self.tv_weight}")
+        if not (math.isfinite(self.tv_weight) and self.tv_weight >= 0):
+            raise BadInput(f"tv_weight must be >= 0 and finite, got {self.tv_weight}")
         if self.objective not in ("confidence", "log"):
             raise BadInput(f"objective must be 'confidence' or 'log', got {self.objective!r}")
         bad = [i for i in self.inits if i not in INITS]

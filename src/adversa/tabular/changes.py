@@ -10,6 +10,8 @@ original units (for a data set scaled with a min-max scaler in `meta["scaler"]`,
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,6 +51,21 @@ def constraints_for(
     -min / scale`. Unscaled data sets use their values as they are."""
     if dataset.x.dim() != 2:
         raise BadInput(f"constraints need a flat tabular dataset, {dataset.name!r} is not")
+    for key, features in (
+        ("immutable", immutable),
+        ("integer", integer),
+        ("increase_only", increase_only),
+    ):
+        _check_features(key, features)
+    if isinstance(categorical, str) or not isinstance(categorical, Sequence):
+        raise BadInput(
+            f"categorical must be a list of groups (lists of features), got {_shown(categorical)}"
+        )
+    for i, group in enumerate(categorical):
+        _check_features(f"categorical[{i}]", group)
+    for key, values in (("lower", lower), ("upper", upper), ("weights", weights)):
+        if values is not None:
+            _check_values(key, values)
     d = dataset.x.shape[1]
     spec: dict[str, Any] = dict(dataset.meta.get("constraints", {})) if from_meta else {}
     scaler = dataset.meta.get("scaler")
@@ -180,9 +197,10 @@ CONSTRAINT_KEYS = (
 
 def load_constraints(dataset: Dataset, spec: str) -> FeatureConstraints:
     """Constraints for the CLI's `--constraints SPEC`: "data" takes the data set's own
-    (`meta["constraints"]`, e.g. "fraud"); otherwise SPEC is a JSON file whose keys are
-    those of `constraints_for` (features by name or index, values in original units)."""
-    import json
+    (`meta["constraints"]`, e.g. "fraud"); a SPEC starting with `{` (or `[`) is inline JSON;
+    otherwise SPEC is a JSON file. The JSON object's keys are those of `constraints_for`
+    (features by name or index, values in original units); every problem raises `BadInput`
+    naming `--constraints`."""
     from pathlib import Path
 
     if spec == "data":
@@ -191,18 +209,69 @@ def load_constraints(dataset: Dataset, spec: str) -> FeatureConstraints:
                 f"--constraints data: {dataset.name!r} declares no constraints; pass a JSON file"
             )
         return constraints_for(dataset, from_meta=True)
-    path = Path(spec)
-    if not path.is_file():
-        raise BadInput(f"--constraints {spec}: no such file (or use 'data')")
+    inline = spec.lstrip().startswith(("{", "["))
+    shown = spec if len(spec) <= 60 else spec[:57] + "..."
+    label = f"--constraints {shown!r}" if inline else f"--constraints {spec}"
+    if inline:
+        text = spec
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise BadInput(f"{label}: no such file (give a JSON file, inline JSON or 'data')")
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{label}: cannot read the file ({exc})") from None
     try:
-        options = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"--constraints {spec}: not valid JSON ({exc})") from exc
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{label}: not valid JSON ({exc})") from None
     if not isinstance(options, dict):
-        raise BadInput(f"--constraints {spec}: expected a JSON object")
+        raise BadInput(
+            f'{label}: expected a JSON object such as {{"immutable": ["age"]}}, got '
+            f"{_shown(options)}"
+        )
     unknown = sorted(set(options) - set(CONSTRAINT_KEYS))
     if unknown:
+        raise BadInput(f"{label}: unknown key(s) {unknown}; known: {list(CONSTRAINT_KEYS)}")
+    try:
+        return constraints_for(dataset, **options)
+    except BadInput as exc:
+        raise BadInput(f"{label}: {exc}") from None
+
+
+def _json_type(value: object) -> str:
+    names = {list: "list", dict: "object", str: "string", bool: "boolean", int: "number"}
+    return "null" if value is None else names.get(type(value), "number")
+
+
+def _shown(value: object) -> str:
+    """`value` as a message shows it: its JSON type, and itself when short."""
+    text = repr(value)
+    return f"a {_json_type(value)}" + (f" {text}" if len(text) <= 40 else "")
+
+
+def _check_features(key: str, value: object) -> None:
+    """`value` is a list of feature names or indices (a bare string would be read one
+    character at a time)."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        hint = f" (write [{json.dumps(value)}])" if isinstance(value, str | int) else ""
         raise BadInput(
-            f"--constraints {spec}: unknown key(s) {unknown}; known: {list(CONSTRAINT_KEYS)}"
+            f"{key} must be a list of feature names or indices, got {_shown(value)}{hint}"
         )
-    return constraints_for(dataset, **options)
+    bad = [f for f in value if isinstance(f, bool) or not isinstance(f, str | int)]
+    if bad:
+        raise BadInput(f"{key} must list feature names or indices, got {bad[0]!r}")
+
+
+def _check_values(key: str, value: object) -> None:
+    """`value` maps feature names or indices to finite numbers."""
+    if not isinstance(value, Mapping):
+        raise BadInput(
+            f'{key} must map feature names to numbers (e.g. {{"age": 18}}), got {_shown(value)}'
+        )
+    for feature, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise BadInput(f"{key}[{feature!r}] must be a number, got {number!r}")
+        if not math.isfinite(number):
+            raise BadInput(f"{key}[{feature!r}] must be finite, got {number!r}")

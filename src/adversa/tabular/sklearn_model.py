@@ -9,8 +9,9 @@ and 1) or label access only (`predict`; one-hot labels). It refuses gradients wi
 one batched `predict_proba` on a float64 numpy copy of the batch (no per-sample loop); calls
 count as forward passes, and through the query views as queries.
 
-`load_sklearn(path, trust=True)` reads a joblib/pickle file. Unpickling runs arbitrary code
-from the file, so it refuses unless `trust` is set (CLI: `--trust-model-file`).
+`load_sklearn(path, trust_model_file=True)` reads a joblib/pickle file. Unpickling runs
+arbitrary code from the file, so it refuses unless `trust_model_file` is set (CLI:
+`--trust-model-file`).
 
 `fit_surrogate(model, x)` distils the model into a small PyTorch MLP trained on its labels
 (Papernot et al. 2017, "Practical Black-Box Attacks against Machine Learning",
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from adversa.errors import AccessError, BadInput, ModelLoadError
 from adversa.model import Access, Model
 from adversa.rng import make_generator
+from adversa.safeload import PICKLE, require_trust
 
 
 class _Estimator(nn.Module):
@@ -116,15 +118,11 @@ class SklearnModel(Model):
         return self.scores_only() if access == Access.SCORES else self.labels_only()
 
 
-def load_joblib(path: str | Path, *, trust: bool = False) -> Any:
-    """The object in a joblib/pickle file. Loading runs code from the file: `trust=True` is
-    required (CLI: `--trust-model-file`)."""
+def load_joblib(path: str | Path, *, trust_model_file: bool = False) -> Any:
+    """The object in a joblib/pickle file. Loading runs code from the file:
+    `trust_model_file=True` is required (CLI: `--trust-model-file`)."""
     path = Path(path).expanduser()
-    if not trust:
-        raise BadInput(
-            f"refusing to load {path}: joblib/pickle files run arbitrary code when loaded; "
-            "pass --trust-model-file (library: trust=True) only for files you trust"
-        )
+    require_trust(path, PICKLE, trust_model_file)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
     import joblib
@@ -135,9 +133,12 @@ def load_joblib(path: str | Path, *, trust: bool = False) -> Any:
         raise ModelLoadError(f"{path}: not a joblib/pickle file; {type(exc).__name__}") from None
 
 
-def load_sklearn(path: str | Path, *, trust: bool = False, **options: Any) -> SklearnModel:
+def load_sklearn(
+    path: str | Path, *, trust_model_file: bool = False, **options: Any
+) -> SklearnModel:
     """A fitted estimator from a joblib/pickle file (`load_joblib`) as a query-only `Model`."""
-    return SklearnModel(load_joblib(path, trust=trust), name=Path(path).name, **options)
+    estimator = load_joblib(path, trust_model_file=trust_model_file)
+    return SklearnModel(estimator, name=Path(path).name, **options)
 
 
 def fit_surrogate(

@@ -32,8 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from adversa.errors import BadInput, ModelLoadError
+from adversa.errors import BadInput, ModelLoadError, UnsafePickle
 from adversa.io import atomic_torch_save
+from adversa.safeload import brief as _brief
+from adversa.safeload import load_tensors
 
 from .data import TOKENIZER_VERSION, UNK, load_text_data, tokenize
 
@@ -121,16 +123,20 @@ class TextClassifier:
 
     @classmethod
     def load(cls, path: str | Path) -> TextClassifier:
-        """Read a file written by `save` (never unpickles code)."""
+        """Read a file written by `save` (weights-only: never unpickles code; a file that
+        names anything but tensors, containers and numbers raises `UnsafePickle`)."""
+        path = Path(path)
+        if not path.is_file():
+            raise BadInput(f"text model file {path} does not exist")
+        state = load_tensors(path, what="text model file")
         try:
-            state = torch.load(Path(path), map_location="cpu", weights_only=True)
             net = BagOfWords(*state["sizes"])
             net.load_state_dict(state["state_dict"])
             return cls(net, state["vocab"])
-        except FileNotFoundError:
-            raise BadInput(f"text model file {path} does not exist") from None
-        except (RuntimeError, KeyError, TypeError, ValueError, OSError) as exc:
-            raise ModelLoadError(f"cannot load text model {path}: {exc}") from exc
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelLoadError(
+                f"{path}: not a text model written by TextClassifier.save ({_brief(exc)})"
+            ) from None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -218,6 +224,8 @@ def load_text_victim(
     if path.exists():
         try:
             return TextClassifier.load(path)
+        except UnsafePickle as exc:  # not what adversa wrote: show it rather than overwrite it
+            raise UnsafePickle(f"text model cache: {exc}; delete {path} to retrain") from None
         except ModelLoadError as exc:
             log.warning("cached text victim unreadable (%s); retraining", exc)
     split = load_text_data(data)
@@ -238,7 +246,7 @@ def load_text_model(spec: str, *, trust_model_file: bool = False) -> Any:
     if spec.startswith("sklearn:"):
         from adversa.tabular.sklearn_model import load_joblib
 
-        model = load_joblib(spec.removeprefix("sklearn:"), trust=trust_model_file)
+        model = load_joblib(spec.removeprefix("sklearn:"), trust_model_file=trust_model_file)
         check_text_model(model)
         return model
     if not Path(spec).expanduser().is_file():

@@ -26,7 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from adversa.errors import AdversaError, ModelLoadError
 from adversa.io import atomic_torch_save, atomic_write_text
+from adversa.safeload import brief, load_tensors
 from adversa.versions import versions
 from adversa.zoo.arch import build_arch
 from adversa.zoo.entries import ZooEntry, zoo_entry
@@ -144,20 +146,25 @@ def read_card(entry: ZooEntry | str, cache_dir: str | Path | None = None) -> dic
 def _load_cached(
     entry: ZooEntry, root: str | Path | None, device: str | torch.device
 ) -> nn.Module | None:
-    weights_path, _ = zoo_paths(entry, root)
+    """The cached module, or None when there is none or its weights do not match the card's
+    sha256 (an interrupted or stale write: retrain). Weights that match the card yet cannot be
+    loaded (weights-only) are not what adversa wrote, or not for this version: `ModelLoadError`
+    naming the files to delete, rather than silently overwriting them."""
+    weights_path, card_path = zoo_paths(entry, root)
     card = read_card(entry, root)
     if card is None or not weights_path.exists():
         return None
     if card.get("weights_sha256") != _sha256(weights_path):
         log.warning("cached weights of %s do not match their card; retraining", entry.name)
         return None
-    module = build_zoo_module(entry, tuple(card["input_shape"]), int(card["num_classes"]))
     try:
-        state = torch.load(weights_path, map_location=device, weights_only=True)
-        module.load_state_dict(state)
-    except (RuntimeError, OSError, ValueError) as exc:
-        log.warning("cached weights of %s are unreadable (%s); retraining", entry.name, exc)
-        return None
+        module = build_zoo_module(entry, tuple(card["input_shape"]), int(card["num_classes"]))
+        module.load_state_dict(load_tensors(weights_path, what="zoo cache file"))
+    except (AdversaError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, AdversaError) else f"{weights_path}: {brief(exc)}"
+        raise ModelLoadError(
+            f"zoo model {entry.name}: {reason}; delete {weights_path} and {card_path} to retrain it"
+        ) from None
     return module.to(device).eval()
 
 
