@@ -26,9 +26,9 @@ import torch
 
 from adversa import Model, ThreatModel, get_attack
 from adversa.data import load_data
-from adversa.defenses.reformer import ReformerConfig, save_reformer, train_reformer
-from adversa.defenses.spec import BuildContext, build_detector, defended
 from adversa.evaluation.adaptive_eval import evaluate_defense
+from adversa.input_defenses.reformer import ReformerConfig, save_reformer, train_reformer
+from adversa.input_defenses.spec import BuildContext, build_detector, defended
 from adversa.zoo import load_zoo_model
 
 DEFENSES = [

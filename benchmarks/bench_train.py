@@ -51,11 +51,11 @@ from torch import Tensor, nn
 
 from adversa.data import load_data
 from adversa.defenses import DEFENSES
-from adversa.defenses.train_config import TrainConfig
-from adversa.defenses.train_parts import derive_seed
-from adversa.defenses.training import train
+from adversa.nets import build_arch
 from adversa.rng import make_generator
-from adversa.zoo.arch import build_arch
+from adversa.train.config import TrainConfig
+from adversa.train.loop import train
+from adversa.train.parts import derive_seed
 
 EPS, BATCH, LR = 0.3, 64, 3e-3
 

@@ -18,11 +18,11 @@ from torch import nn
 import adversa
 from adversa import Model, ThreatModel, get_attack, list_attacks
 from adversa.defenses import DEFENSES
-from adversa.defenses.train_config import TrainConfig
-from adversa.defenses.training import train
 from adversa.errors import AdversaError, BadInput, BoundsError, ShapeError
 from adversa.model import check_model_accepts
 from adversa.rng import make_generator
+from adversa.train.config import TrainConfig
+from adversa.train.loop import train
 
 
 def _net() -> nn.Module:

@@ -186,7 +186,7 @@ MODEL = [
 
 
 def _load(ctx: dict, spec: str, **kw):
-    from adversa.model.load import load_model
+    from adversa.load import load_model
 
     return load_model(spec, **kw)
 
@@ -373,7 +373,7 @@ EVALUATE = [
 
 def _tc(**kw):
     def call(c: dict) -> None:
-        from adversa.defenses.train_config import TrainConfig
+        from adversa.train.config import TrainConfig
 
         TrainConfig(**{"data": _data(c, "data.npz"), "arch": "mlp", **kw})
 
@@ -382,8 +382,8 @@ def _tc(**kw):
 
 def _train(**kw):
     def call(c: dict) -> None:
-        from adversa.defenses.train_config import TrainConfig
-        from adversa.defenses.training import train
+        from adversa.train.config import TrainConfig
+        from adversa.train.loop import train
 
         config = {"data": _data(c, "data.npz"), "arch": "mlp", "epochs": 1, "final_eval": ()}
         train(TrainConfig(**{**config, **{k: v(c) if callable(v) else v for k, v in kw.items()}}))
@@ -446,16 +446,14 @@ TRAIN = [
     ),
     (
         "train-config-not-config",
-        lambda c: __import__("adversa.defenses.training", fromlist=["train"]).train(
-            {"arch": "mlp"}
-        ),
+        lambda c: __import__("adversa.train.loop", fromlist=["train"]).train({"arch": "mlp"}),
         BadInput,
         r"config must be a TrainConfig",
     ),
     (
         "train-config-unknown-key",
         lambda c: __import__(
-            "adversa.defenses.train_config", fromlist=["TrainConfig"]
+            "adversa.train.config", fromlist=["TrainConfig"]
         ).TrainConfig.from_dict({"data": "digits", "arch": "mlp", "bogus": 1}),
         BadInput,
         r"unknown keys: bogus",
@@ -798,7 +796,7 @@ def _rng(*args, **kw):
 
 def _defense_spec(spec: str):
     def call(c: dict) -> None:
-        from adversa.defenses.spec import parse_defense
+        from adversa.input_defenses.spec import parse_defense
 
         parse_defense(spec)
 
@@ -834,7 +832,7 @@ OTHER = [
     ("defense-spec-unknown", _defense_spec("squeez"), UnknownName, r"'squeez'"),
     (
         "defense-build-option",
-        lambda c: __import__("adversa.defenses.spec", fromlist=["x"]).build_defense(
+        lambda c: __import__("adversa.input_defenses.spec", fromlist=["x"]).build_defense(
             "squeeze:bits=0"
         ),
         BadInput,

@@ -30,7 +30,7 @@ from adversa.certify import (
 from adversa.certify.graph import build_graph
 from adversa.cli.main import main
 from adversa.errors import BadInput
-from adversa.zoo.arch import SmallCNN
+from adversa.nets import SmallCNN
 
 METHODS = ("ibp", "crown-ibp", "crown")
 THREATS = {"linf": ThreatModel(norm="linf", eps=0.05), "l2": ThreatModel(norm="l2", eps=0.3)}

@@ -194,8 +194,8 @@ def test_reference_recipe_warns_about_a_defense_it_does_not_replay(monkeypatch) 
 
     from adversa.cli import privacy as cli
     from adversa.defenses import DEFENSES
-    from adversa.defenses.train_config import TrainConfig
     from adversa.privacy import ArchTraining
+    from adversa.train.config import TrainConfig
 
     config = TrainConfig(
         data="mnist", arch="small-cnn", defense=DEFENSES.get("pgd-at", eps=0.3), epochs=7

@@ -10,9 +10,9 @@ import pytest
 
 from adversa import ThreatModel
 from adversa.cli.main import main
+from adversa.compare import compare, read_row, render_compare_html, write_compare
 from adversa.errors import BadInput
 from adversa.evaluation import evaluate
-from adversa.evaluation.compare import compare, read_row, render_compare_html, write_compare
 from adversa.evaluation.report import Report, write_reports
 
 

@@ -14,15 +14,6 @@ from adversa import ThreatModel, get_attack
 from adversa.attacks import AttackResult
 from adversa.cli.main import main
 from adversa.data import load_data
-from adversa.defenses.detectors import (
-    Detector,
-    MagNetDetector,
-    SqueezeDetector,
-    detection_metrics,
-)
-from adversa.defenses.feature_detectors import LIDDetector, MahalanobisDetector, penultimate_layer
-from adversa.defenses.reformer import ReformerConfig, train_reformer
-from adversa.defenses.spec import BuildContext, build_detector
 from adversa.errors import BadInput, UnknownName
 from adversa.evaluation import evaluate
 from adversa.evaluation.adaptive_eval import attach_to_report, evaluate_defense
@@ -34,6 +25,19 @@ from adversa.evaluation.detector_eval import (
 )
 from adversa.evaluation.html import render_html
 from adversa.evaluation.report import Report
+from adversa.input_defenses.detectors import (
+    Detector,
+    MagNetDetector,
+    SqueezeDetector,
+    detection_metrics,
+)
+from adversa.input_defenses.feature_detectors import (
+    LIDDetector,
+    MahalanobisDetector,
+    penultimate_layer,
+)
+from adversa.input_defenses.reformer import ReformerConfig, train_reformer
+from adversa.input_defenses.spec import BuildContext, build_detector
 
 # ROC AUC each detector must reach against plain PGD (linf eps 0.3, 20 steps) on 200 MNIST
 # test digits. Measured: MagNet 1.00, feature squeezing 0.99, Mahalanobis 1.00, LID 0.88-0.89

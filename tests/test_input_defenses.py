@@ -16,19 +16,24 @@ from PIL import Image
 from adversa import Model, ThreatModel, get_attack
 from adversa.attacks.adaptive import bpda
 from adversa.cli.main import main
-from adversa.defenses.randomization import (
+from adversa.errors import BadInput, ShapeError, UnknownName
+from adversa.evaluation.adaptive_eval import attach_to_report, evaluate_defense
+from adversa.evaluation.html import render_html
+from adversa.evaluation.report import Report
+from adversa.input_defenses.randomization import (
     GaussianNoise,
     PixelDropout,
     RandomResizePad,
     resize_pad,
 )
-from adversa.defenses.reformer import ReformerConfig, load_reformer, save_reformer, train_reformer
-from adversa.defenses.spec import adaptive_parts, build_defense, defended, parse_defense
-from adversa.defenses.transforms import JPEG, TVM, BitDepth, MedianSmoothing, SpatialSmoothing
-from adversa.errors import BadInput, ShapeError, UnknownName
-from adversa.evaluation.adaptive_eval import attach_to_report, evaluate_defense
-from adversa.evaluation.html import render_html
-from adversa.evaluation.report import Report
+from adversa.input_defenses.reformer import (
+    ReformerConfig,
+    load_reformer,
+    save_reformer,
+    train_reformer,
+)
+from adversa.input_defenses.spec import adaptive_parts, build_defense, defended, parse_defense
+from adversa.input_defenses.transforms import JPEG, TVM, BitDepth, MedianSmoothing, SpatialSmoothing
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 TRANSFORMS = {

@@ -14,7 +14,7 @@ from torch import nn
 
 from adversa import Model, ThreatModel, get_attack
 from adversa.errors import BadInput, ModelLoadError, UnknownName
-from adversa.model import load_model
+from adversa.load import load_model
 
 FACTORY_SOURCE = """
 import torch
@@ -154,7 +154,7 @@ def test_factory_checkpoint_dict_and_ddp_prefix(
 def test_factory_without_weights_warns(
     factory_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="adversa.model.load"):
+    with caplog.at_level(logging.WARNING, logger="adversa.load"):
         model = load_model(f"{factory_file}:make")
     assert "no weights given" in caplog.text
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)

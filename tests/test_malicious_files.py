@@ -40,7 +40,7 @@ from torch import nn
 from adversa import safeload
 from adversa.cli.main import main
 from adversa.errors import BadInput, UnsafePickle
-from adversa.model.load import load_model
+from adversa.load import load_model
 
 N = 48  # points in the data files
 

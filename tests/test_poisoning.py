@@ -9,10 +9,10 @@ import torch.nn.functional as F
 
 from adversa.data import load_data
 from adversa.errors import BadInput
+from adversa.nets import SmallCNN
 from adversa.poisoning import POISONS, LabelFlip, apply_trigger, attack_success_rate
 from adversa.poisoning.base import predict_labels
 from adversa.rng import make_generator
-from adversa.zoo.arch import SmallCNN
 
 
 def fit(x: torch.Tensor, y: torch.Tensor, epochs: int = 4, seed: int = 0) -> torch.nn.Module:

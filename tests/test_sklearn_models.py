@@ -22,8 +22,8 @@ from adversa import ThreatModel, get_attack
 from adversa.cli.main import main
 from adversa.data import load_data
 from adversa.errors import AccessError, BadInput
+from adversa.load import load_model
 from adversa.model import Access
-from adversa.model.load import load_model
 from adversa.tabular import SklearnModel, fit_surrogate, load_sklearn
 
 N = 60

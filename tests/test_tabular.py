@@ -22,6 +22,7 @@ from torch import nn
 
 from adversa import Model, ThreatModel, get_attack
 from adversa.data import load_data, unscale
+from adversa.data.fraud import FEATURES, fraud_arrays
 from adversa.errors import BadInput, ShapeError
 from adversa.tabular import (
     ConstrainedAT,
@@ -30,7 +31,6 @@ from adversa.tabular import (
     constraints_for,
     feature_changes,
 )
-from adversa.tabular.fraud import FEATURES, fraud_arrays
 
 D = 10
 IMMUTABLE, INTEGER, MONOTONE = (0,), (1, 2), (2, 3)

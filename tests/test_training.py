@@ -15,10 +15,10 @@ import torch
 
 from adversa.cli.main import main
 from adversa.defenses import DEFENSES
-from adversa.defenses.train_config import TrainConfig
-from adversa.defenses.training import train
 from adversa.errors import BadInput, UnknownName
-from adversa.model.load import load_model
+from adversa.load import load_model
+from adversa.train.config import TrainConfig
+from adversa.train.loop import train
 
 PER_EPOCH = 23  # digits: 1,438 training images in batches of 64
 

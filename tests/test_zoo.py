@@ -15,11 +15,9 @@ from adversa import Model, ThreatModel, get_attack
 from adversa.data import load_data
 from adversa.errors import BadInput, UnknownName
 from adversa.io import atomic_open, atomic_torch_save, atomic_write_bytes, atomic_write_text
+from adversa.nets import MLP, SmallCNN, build_arch
 from adversa.zoo import (
-    MLP,
-    SmallCNN,
     ZooEntry,
-    build_arch,
     cache,
     list_models,
     load_zoo_entry,

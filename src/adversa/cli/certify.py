@@ -89,7 +89,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     )
     from adversa.data import load_data
     from adversa.data.files import check_labelled_folder
-    from adversa.model.load import load_model
+    from adversa.load import load_model
     from adversa.threat import ThreatModel
 
     start = time.perf_counter()

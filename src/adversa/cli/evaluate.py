@@ -32,8 +32,8 @@ from adversa.errors import BadInput
 from adversa.evaluation import evaluate_sweep
 from adversa.evaluation.adaptive_eval import attach_to_report
 from adversa.evaluation.report import Report, write_reports
+from adversa.load import load_model
 from adversa.model import Access, check_model_accepts
-from adversa.model.load import load_model
 from adversa.threat import NORMS, ThreatModel
 
 
@@ -157,7 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"transfer to --attacks (got {','.join(names)})"
         )
     if args.defense:
-        from adversa.defenses.spec import parse_defense
+        from adversa.input_defenses.spec import parse_defense
 
         parse_defense(args.defense)  # a bad spec fails before the model loads
     dataset = load_data(args.data, split="test", label_column=args.label_column).take(args.n)

@@ -8,7 +8,7 @@
 split, or the whole file) and writes DIR/reformer.pt and DIR/reformer.json, which
 `--defense magnet:dir=DIR` and `--detector magnet:dir=DIR` load.
 
-With `--defense` (see `adversa.defenses.spec`), `evaluate` runs the battery on the defended
+With `--defense` (see `adversa.input_defenses.spec`), `evaluate` runs the battery on the defended
 model twice, plainly and adaptively (BPDA, EOT over `--eot` draws, default 20), and reports
 both; with `--detector`, the detector is fitted and calibrated on clean data disjoint from the
 evaluated points (a built-in's train split, else the file's points after the first --n), and
@@ -31,7 +31,7 @@ FIT_POINTS = 1000  # clean points a detector is fitted on (and as many to calibr
 
 
 def add_reformer_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    from adversa.defenses.reformer import ReformerConfig
+    from adversa.input_defenses.reformer import ReformerConfig
 
     default = ReformerConfig()
     tr = commands.add_parser(
@@ -82,7 +82,7 @@ def add_evaluate_options(ev: argparse.ArgumentParser) -> None:
 
 def cmd_train_reformer(args: argparse.Namespace) -> int:
     from adversa.cli.common import check_device
-    from adversa.defenses.reformer import ReformerConfig, save_reformer, train_reformer
+    from adversa.input_defenses.reformer import ReformerConfig, save_reformer, train_reformer
 
     check_device(args.device)
     config = ReformerConfig(
@@ -140,9 +140,9 @@ def evaluate_defended(
     progress: ProgressFn | None,
 ):
     """`--defense`/`--detector`: wrap, fit, and run `evaluate_defense`."""
-    from adversa.defenses.spec import BuildContext, build_detector, defended
     from adversa.evaluation.adaptive_eval import evaluate_defense
     from adversa.evaluation.detector_eval import DetectorAwarePGD
+    from adversa.input_defenses.spec import BuildContext, build_detector, defended
 
     if args.bpda:
         raise BadInput("--bpda is implied by --defense: the adaptive run applies it")

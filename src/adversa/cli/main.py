@@ -188,7 +188,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from adversa.evaluation.compare import compare, summary, write_compare
+    from adversa.compare import compare, summary, write_compare
 
     result = compare(args.dirs)
     json_path, html_path = write_compare(result, args.out)

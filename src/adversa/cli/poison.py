@@ -211,7 +211,7 @@ def backdoor_summary(model: Any, test: Any, directory: str) -> dict[str, Any]:
 
 def cmd_backdoor_eval(args: argparse.Namespace) -> int:
     from adversa.data import load_data
-    from adversa.model.load import load_model
+    from adversa.load import load_model
 
     manifest = _read_manifest(args.backdoor)
     trigger = _trigger(Path(args.backdoor), manifest)
@@ -232,7 +232,7 @@ def cmd_backdoor_eval(args: argparse.Namespace) -> int:
 
 def cmd_inspect_data(args: argparse.Namespace) -> int:
     from adversa.data import load_data
-    from adversa.model.load import load_model
+    from adversa.load import load_model
     from adversa.poisoning import get_detector
 
     if args.retrain_epochs < 1:

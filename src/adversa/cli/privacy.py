@@ -146,7 +146,7 @@ def _training_recipe(spec: str) -> tuple[str, int | None, Any] | None:
     import json
     from pathlib import Path
 
-    from adversa.defenses.train_config import TrainConfig
+    from adversa.train.config import TrainConfig
     from adversa.zoo import list_models, zoo_entry
 
     if spec.strip().lower() in list_models():
@@ -170,7 +170,7 @@ def _splits(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(train, test, source): the model's training split and a held-out split."""
     from adversa.data import list_datasets, load_data
     from adversa.data.builtin import stratified_split
-    from adversa.defenses.train_config import load_splits
+    from adversa.train.config import load_splits
 
     recipe = _training_recipe(args.model)
     if recipe is not None and (args.data is None or args.data == recipe[0]):
@@ -260,7 +260,7 @@ def _reference_training(args: argparse.Namespace) -> tuple[Any, list[str]]:
 
 def cmd_privacy(args: argparse.Namespace) -> int:
     from adversa.cli.common import EXIT_OK, RichProgress, check_positive
-    from adversa.model.load import load_model
+    from adversa.load import load_model
     from adversa.privacy.audit import MembershipAudit, parse_membership_attacks
     from adversa.privacy.boundary import BoundaryDistance
     from adversa.privacy.report import membership_report, write_membership_reports
@@ -364,8 +364,8 @@ def _parse_classes(text: str | None, num_classes: int) -> torch.Tensor | None:
 
 def cmd_invert(args: argparse.Namespace) -> int:
     from adversa.cli.common import EXIT_OK, RichProgress, check_positive
+    from adversa.load import load_model
     from adversa.model import Model
-    from adversa.model.load import load_model
     from adversa.privacy.inversion import MIFace, class_means, inversion_measures
     from adversa.privacy.report import inversion_report, write_inversion_reports
     from adversa.privacy.stacked import StackedTraining, train_stacked

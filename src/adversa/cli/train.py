@@ -1,4 +1,4 @@
-"""`adversa train`: the command line of `adversa.defenses.training.train`.
+"""`adversa train`: the command line of `adversa.train.loop.train`.
 
     adversa train --data D --arch A --defense NAME [--eps E --norm N --beta B ...]
                   [--epochs K --batch-size B --lr LR --optimizer adam|sgd --seed S]
@@ -42,7 +42,7 @@ DEFENSE_OPTIONS: dict[str, tuple[str, type]] = {
 
 
 def add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    from adversa.zoo.arch import ARCHS
+    from adversa.nets import ARCHS
 
     tr = commands.add_parser(
         "train",
@@ -92,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     """The `TrainConfig` the flags describe (unknown defense or option: BadInput)."""
     from adversa.cli.common import parse_attacks, parse_bounds, parse_eps
     from adversa.defenses import DEFENSES
-    from adversa.defenses.train_config import TrainConfig
+    from adversa.train.config import TrainConfig
 
     name = DEFENSES.canonical(args.defense)
     options: dict[str, Any] = {}
@@ -144,7 +144,7 @@ def _single_eps(values: list[float]) -> float:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from adversa.cli.common import RichProgress, check_device
-    from adversa.defenses.training import train
+    from adversa.train.loop import train
 
     config = config_from_args(args)
     check_device(args.device)

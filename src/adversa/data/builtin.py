@@ -7,7 +7,7 @@
   with the train split's minimum and maximum; test values are clipped to [0, 1]. The scaler is
   kept in `meta["scaler"]` so that `adversa.data.unscale` recovers the original units.
 - "fraud": a seeded synthetic, imbalanced (~5 % positive) transaction table with numeric,
-  integer and one-hot features, scaled the same way (`adversa.tabular.fraud`).
+  integer and one-hot features, scaled the same way (`adversa.data.fraud`).
 
 Every split is stratified: each class is permuted with a generator seeded with `SPLIT_SEED`
 and its first 20 % go to test; each split is then shuffled with the same generator, so the
@@ -159,7 +159,7 @@ def load_breast_cancer(split: str) -> Dataset:
 
 
 def load_fraud(split: str) -> Dataset:
-    from adversa.tabular.fraud import load_fraud as load  # imports this module: load lazily
+    from adversa.data.fraud import load_fraud as load  # imports this module: load lazily
 
     return load(split)
 

@@ -1,10 +1,10 @@
-"""Training-time defenses. Importing this package registers every defense in `DEFENSES`.
+"""Training-time defenses. Importing this package registers the empirical defenses in
+`DEFENSES`; `adversa.train` adds the certified-training ones from `adversa.certify.training`.
 
 A defense is a frozen config whose `train_batch(module, optimizer, x, y, ctx)` performs one
 batch's optimizer step(s) and returns `BatchMetrics`; the trainer owns everything else.
 """
 
-from adversa.certify import training as _certified  # noqa: F401  (ibp, crown-ibp, gaussian)
 from adversa.defenses import (  # noqa: F401  (registration)
     adversarial,
     distillation,

@@ -29,8 +29,6 @@ from typing import Any
 from torch import Tensor
 
 from adversa.attacks.adaptive import EOT, bpda
-from adversa.defenses.detectors import Detector
-from adversa.defenses.spec import adaptive_parts
 from adversa.errors import BadInput
 from adversa.evaluation.battery import AttackSpec, ProgressFn, SweepResult, evaluate_sweep
 from adversa.evaluation.detector_eval import (
@@ -39,6 +37,8 @@ from adversa.evaluation.detector_eval import (
     evaluate_detection,
 )
 from adversa.evaluation.report import Report
+from adversa.input_defenses.detectors import Detector
+from adversa.input_defenses.spec import adaptive_parts
 from adversa.model import Model
 from adversa.threat import ThreatModel
 

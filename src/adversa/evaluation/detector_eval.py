@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from adversa.attacks.adaptive import bpda
 from adversa.attacks.base import AttackBase
 from adversa.attacks.gradient import Ascent, ascend
-from adversa.defenses.detectors import DetectionMetrics, Detector, detection_metrics
 from adversa.errors import BadInput, require
+from adversa.input_defenses.detectors import DetectionMetrics, Detector, detection_metrics
 from adversa.model import Cost, Model
 
 

@@ -1,8 +1,8 @@
-"""Model wrapping, cost counting, query views and loading."""
+"""Model wrapping, cost counting, query views, the model/data check and weight reading
+(loading a user's model from a spec is `adversa.load`)."""
 
 from adversa.model.accepts import check_model_accepts, diagnose_mismatch
 from adversa.model.cost import Cost, CostCounter
-from adversa.model.load import load_model
 from adversa.model.wrapped import Access, LabelsOnly, Model, ScoresOnly
 
 __all__ = [
@@ -14,5 +14,4 @@ __all__ = [
     "ScoresOnly",
     "check_model_accepts",
     "diagnose_mismatch",
-    "load_model",
 ]

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adversa.errors import BadInput
+from adversa.nets import MLP, SmallCNN
 from adversa.rng import make_generator
-from adversa.zoo.arch import MLP, SmallCNN
 
 __all__ = ["fit_classifier", "fit_linear_head", "quick_model", "seeded_init"]
 

@@ -2,7 +2,7 @@
 shadow models that match the target (Carlini et al. 2022, "Membership Inference Attacks From
 First Principles", arXiv:2112.03570, train every reference model like the target).
 
-`train_arch_stack` builds M copies of an architecture (a key of `adversa.zoo.arch.ARCHS` or a
+`train_arch_stack` builds M copies of an architecture (a key of `adversa.nets.ARCHS` or a
 builder), stacks their parameters with `torch.func.stack_module_state`, and trains them all
 with one optimizer over the stacked parameters: each step is one `vmap` of `functional_call`
 over the M models, each on its own mini-batch drawn from its own training half `masks[m]`.
@@ -29,12 +29,12 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from adversa.errors import BadInput, ShapeError, UnknownName
+from adversa.nets import ARCHS
 from adversa.privacy.stacked import StackedMLP, StackedTraining, train_stacked
 from adversa.rng import make_generator
-from adversa.zoo.arch import ARCHS
 
 if TYPE_CHECKING:
-    from adversa.defenses.train_config import TrainConfig
+    from adversa.train.config import TrainConfig
 
 ArchBuilder = Callable[[tuple[int, ...], int], nn.Module]
 Progress = Callable[[str, int, int], None]  # (description, completed, total)
@@ -45,7 +45,7 @@ OPTIMIZERS = ("adam", "sgd")
 class ArchTraining:
     """How every model of a same-architecture stack trains (only data and seed differ)."""
 
-    arch: str | ArchBuilder  # a key of adversa.zoo.arch.ARCHS, or (input_shape, classes) -> Module
+    arch: str | ArchBuilder  # a key of adversa.nets.ARCHS, or (input_shape, classes) -> Module
     epochs: int = 20  # passes over each model's training half
     batch_size: int = 64  # examples per model per step
     lr: float = 1e-3  # peak learning rate (cosine decay to 0 over the run)

@@ -33,11 +33,11 @@ from torch import Tensor, nn
 
 from adversa.errors import AdversaError, BadInput
 from adversa.model.wrapped import Model
+from adversa.nets import MLP
 from adversa.privacy.lira import lira_scores
 from adversa.privacy.membership import ThresholdAttack, logit_confidence, model_logits
 from adversa.privacy.metrics import DEFAULT_FPRS, membership_metrics
 from adversa.privacy.stacked import random_halves
-from adversa.zoo.arch import MLP
 
 
 class MissingExtra(AdversaError):

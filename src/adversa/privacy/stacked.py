@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from adversa.errors import BadInput, ShapeError
+from adversa.nets import MLP
 from adversa.rng import make_generator
-from adversa.zoo.arch import MLP
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,7 +116,7 @@ class StackedMLP(nn.Module):
         return out.eval()
 
     def member(self, m: int) -> MLP:
-        """Model `m` as a standalone `adversa.zoo.arch.MLP` (a copy of its weights)."""
+        """Model `m` as a standalone `adversa.nets.MLP` (a copy of its weights)."""
         if not 0 <= m < self.num_models:
             raise BadInput(f"m must be in [0, {self.num_models}), got {m}")
         net = MLP(self.in_features, self.hidden, self.num_classes)

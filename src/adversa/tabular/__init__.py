@@ -6,7 +6,7 @@
 - `constraints_for`, `feature_changes`: constraints in original units; what an attack changed.
 - `SklearnModel`, `load_sklearn`, `fit_surrogate`: scikit-learn estimators as query views.
 - `ConstrainedAT`: adversarial training against a `ConstrainedThreat`.
-- `adversa.tabular.fraud`: the seeded synthetic "fraud" built-in data set.
+- `adversa.data.fraud`: the seeded synthetic "fraud" built-in data set.
 """
 
 from adversa.tabular.changes import FeatureChanges, constraints_for, feature_changes

@@ -3,7 +3,7 @@
 PGD adversarial training (Madry et al. 2018, "Towards Deep Learning Models Resistant to
 Adversarial Attacks", arXiv:1706.06083) where the inner attack runs under a
 `ConstrainedThreat`, so the model trains on feasible rows only (Simonetto et al. 2022). The
-library's trainer (`adversa.defenses.training`) builds its networks from architecture names
+library's trainer (`adversa.train.loop`) builds its networks from architecture names
 and data sets; tabular models usually come as a user's `nn.Module` and a tensor table, so
 this is a small standalone loop. Each minibatch is attacked by the registry attack `attack`
 (PGD by default) through `run_attack`, so every training example is projected onto the

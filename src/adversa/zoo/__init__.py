@@ -1,4 +1,5 @@
-"""The model zoo: small architectures trained locally on built-in data and cached.
+"""The model zoo: named recipes (architecture from `adversa.nets`, data, defense) trained
+locally on built-in data and cached.
 
 Example::
 
@@ -6,7 +7,6 @@ Example::
     model = adversa.Model(module, num_classes=10, name="mnist-cnn-pgd")
 """
 
-from adversa.zoo.arch import ARCHS, MLP, SmallCNN, build_arch
 from adversa.zoo.cache import (
     build_zoo_module,
     cache_dir,
@@ -19,11 +19,7 @@ from adversa.zoo.cache import (
 from adversa.zoo.entries import ZooEntry, list_models, zoo_entry
 
 __all__ = [
-    "ARCHS",
-    "MLP",
-    "SmallCNN",
     "ZooEntry",
-    "build_arch",
     "build_zoo_module",
     "cache_dir",
     "list_models",

@@ -4,7 +4,7 @@ A model lives in `cache_dir()/zoo/` as two files named after the entry and its r
 fingerprint: `<name>-<fp>.pt` (a state_dict, loaded with `weights_only=True`) and
 `<name>-<fp>.json` (its card: clean accuracy, training seconds, versions, the weights' sha256).
 Both are written atomically, weights first, so a card on disk always describes complete
-weights. Training is the library's loop (`adversa.defenses.training.train`), checkpointing
+weights. Training is the library's loop (`adversa.train.loop.train`), checkpointing
 into `cache_dir()/runs/<name>-<fp>/` so that an interrupted first use resumes; the run's files
 are removed once the model is cached. A file lock serialises training across processes (e.g.
 torchrun ranks): the first trains, the others wait and then load its result.
@@ -28,9 +28,9 @@ from torch import nn
 
 from adversa.errors import AdversaError, ModelLoadError
 from adversa.io import atomic_torch_save, atomic_write_text
+from adversa.nets import build_arch
 from adversa.safeload import brief, load_tensors
 from adversa.versions import versions
-from adversa.zoo.arch import build_arch
 from adversa.zoo.entries import ZooEntry, zoo_entry
 
 Progress = Callable[[str, int, int], None]  # (description, completed, total)
@@ -72,7 +72,7 @@ def train_zoo_entry(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train `entry` with the library's training loop; return the module (eval mode) and its
     zoo card. With `run_dir`, the run checkpoints there every epoch and resumes from it."""
-    from adversa.defenses.training import train
+    from adversa.train.loop import train
 
     log.info("training zoo model %s (%s, %d epochs)", entry.name, entry.arch, entry.epochs)
     result = train(
@@ -223,7 +223,7 @@ def _run_dir(weights_path: Path) -> Path:
 
 def _remove_run(run_dir: Path) -> None:
     """Drop a finished run's files (the cached weights and card replace them)."""
-    from adversa.defenses.rundir import RunDir
+    from adversa.train.rundir import RunDir
 
     RunDir(run_dir).clear()
     for directory in (run_dir, run_dir.parent):

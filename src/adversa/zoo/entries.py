@@ -3,7 +3,7 @@
 An entry is a frozen recipe; `dataclasses.replace(entry, epochs=1, train_size=500)` gives a
 cheaper variant (tests use this), with its own cache key since the recipe differs. Every entry
 maps onto a `TrainConfig` (`entry.train_config()`) and is trained by the library's training
-loop, `adversa.defenses.training.train`, like any user's run.
+loop, `adversa.train.loop.train`, like any user's run.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 from adversa.errors import BadInput, UnknownName
 
 if TYPE_CHECKING:
-    from adversa.defenses.train_config import TrainConfig
+    from adversa.train.config import TrainConfig
 
 DEFENSES: tuple[str, ...] = ("none", "pgd-at", "trades")
 ADVERSARIAL: tuple[str, ...] = ("pgd-at", "trades")
 ZOO_FORMAT = 2  # bump when training code changes in a way that should invalidate caches
-# 2: trained by adversa.defenses.training.train (per-epoch seeded order; full-PGD adversary)
+# 2: trained by adversa.train.loop.train (per-epoch seeded order; full-PGD adversary)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -30,7 +30,7 @@ class ZooEntry:
 
     name: str  # registry name, lower-kebab
     data: str  # built-in dataset: trained on its "train" split, scored on "test"
-    arch: str  # a key of `adversa.zoo.arch.ARCHS`
+    arch: str  # a key of `adversa.nets.ARCHS`
     defense: str = "none"  # "none", "pgd-at" (Madry et al. 2018) or "trades" (Zhang et al. 2019)
     eps: float = 0.0  # pgd-at, trades: linf training radius
     epochs: int = 10  # passes over the training split
@@ -58,7 +58,7 @@ class ZooEntry:
         """The recipe as a `TrainConfig` (Adam, cosine decay; no final robust evaluation: the
         zoo's card reports clean accuracy, `adversa evaluate` measures robustness)."""
         from adversa.defenses import DEFENSES as REGISTRY
-        from adversa.defenses.train_config import TrainConfig
+        from adversa.train.config import TrainConfig
 
         options: dict[str, object] = {}
         if self.defense in ADVERSARIAL:

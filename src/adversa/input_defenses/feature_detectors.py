@@ -32,8 +32,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from adversa.defenses.detectors import Detector, module_dtype
 from adversa.errors import BadInput, ShapeError
+from adversa.input_defenses.detectors import Detector, module_dtype
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Sigmoid, nn.Tanh)
 LOGITS = "logits"  # the layer name that stands for the classifier's output

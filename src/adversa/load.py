@@ -30,20 +30,19 @@ import logging
 import sys
 import types
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from adversa import safeload
 from adversa.errors import BadInput, ModelLoadError, UnknownName
+from adversa.model.weights import apply_weights, first_line
 from adversa.model.wrapped import Model
+from adversa.train.output import load_training_output
 
 log = logging.getLogger(__name__)
-
-_SHOWN_KEYS = 5
 
 
 ACCEPTED = (
@@ -51,11 +50,6 @@ ACCEPTED = (
     "--trust-model-file), a directory written by adversa train, path/file.py:factory with "
     "--weights, or sklearn:PATH (with --trust-model-file)"
 )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def load_torchscript(path: Path, device: str | torch.device = "cpu") -> nn.Module:
@@ -132,7 +126,7 @@ def import_file(path: Path) -> types.ModuleType:
         with _on_sys_path(path.parent):
             spec.loader.exec_module(module)
     except Exception as exc:  # user code can raise anything
-        raise ModelLoadError(f"{path}: importing it failed: {_first_line(exc)}") from None
+        raise ModelLoadError(f"{path}: importing it failed: {first_line(exc)}") from None
     return module
 
 
@@ -155,78 +149,11 @@ def from_factory(path: Path, factory: str) -> nn.Module:
     try:
         net = fn()
     except Exception as exc:  # user code
-        raise ModelLoadError(f"{path}: {factory}() raised {_first_line(exc)}") from None
+        raise ModelLoadError(f"{path}: {factory}() raised {first_line(exc)}") from None
     if not isinstance(net, nn.Module):
         raise ModelLoadError(
             f"{path}: {factory}() must return a torch.nn.Module, got {type(net).__name__}"
         )
-    return net
-
-
-def read_state_dict(path: Path) -> dict[str, Tensor]:
-    """A state_dict from a safetensors file or a `torch.save` file (weights_only=True), told
-    apart by content.
-
-    A checkpoint dict holding the state_dict under "state_dict" or "model_state_dict" is
-    unwrapped; a "module." prefix (DistributedDataParallel) is stripped.
-    """
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: weights file not found")
-    kind = safeload.file_kind(path)
-    if kind == safeload.SAFETENSORS:
-        from safetensors.torch import load_file
-
-        try:
-            state: Any = load_file(str(path), device="cpu")
-        except Exception as exc:  # safetensors raises its own error types
-            raise ModelLoadError(
-                f"{path}: cannot read the safetensors file ({safeload.brief(exc)})"
-            ) from None
-    elif kind in (safeload.TORCH_SAVE, safeload.PICKLE):  # weights-only: safe on any pickle
-        state = safeload.load_tensors(path)
-    else:
-        found = "" if kind == safeload.UNKNOWN else f" (it is a {kind})"
-        raise ModelLoadError(
-            f"{path}: not a weights file{found}; expected a state_dict saved with torch.save "
-            f"or safetensors"
-        )
-    if isinstance(state, Mapping):
-        for key in ("state_dict", "model_state_dict"):
-            if isinstance(state.get(key), Mapping):
-                state = state[key]
-                break
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ModelLoadError(f"{path}: does not hold a state_dict (a mapping of names to tensors)")
-    state = dict(state)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
-
-
-def _shown(keys: set[str]) -> str:
-    ordered = sorted(keys)
-    more = f" (+{len(ordered) - _SHOWN_KEYS} more)" if len(ordered) > _SHOWN_KEYS else ""
-    return ", ".join(ordered[:_SHOWN_KEYS]) + more
-
-
-def apply_weights(net: nn.Module, path: Path) -> nn.Module:
-    """Load the state_dict at `path` into `net`, strictly, with a readable error."""
-    state = read_state_dict(path)
-    expected = set(net.state_dict())
-    missing, unexpected = expected - set(state), set(state) - expected
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_shown(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_shown(unexpected)}")
-        raise ModelLoadError(f"{path}: state_dict does not match the model; {'; '.join(parts)}")
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        detail = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln]
-        reason = "; ".join(detail[:3]) if detail else _first_line(exc)
-        raise ModelLoadError(f"{path}: state_dict does not fit the model: {reason}") from None
     return net
 
 
@@ -341,53 +268,6 @@ def load_model_file(
     raise ModelLoadError(
         f"{path}: not a TorchScript archive or other model file; accepted: {ACCEPTED}"
     )
-
-
-def load_training_output(
-    path: str | Path,
-    *,
-    device: str | torch.device = "cpu",
-    bounds: tuple[float, float] | None = None,
-) -> Model:
-    """The model in a directory written by `adversa train` (`card.json` + `model.pt`).
-
-    The architecture named in the card is built for the card's input shape and classes, and
-    the weights are loaded strictly with `weights_only=True`. `bounds` defaults to the card's.
-    """
-    import json
-
-    from adversa.errors import AdversaError
-    from adversa.zoo.arch import build_arch
-
-    path = Path(path).expanduser()
-    card_path, weights_path = path / "card.json", path / "model.pt"
-    if not card_path.is_file():
-        hint = ""
-        if (path / "checkpoint.pt").exists():
-            hint = " (the training run has not finished: continue it with adversa train --resume)"
-        raise ModelLoadError(
-            f"{path}: is a directory without card.json{hint}; expected a training output "
-            f"directory, a TorchScript or .pt2 archive, a zoo name, or file.py:factory"
-        )
-    try:
-        card = json.loads(card_path.read_text())
-        arch, shape = card["arch"], tuple(int(d) for d in card["input_shape"])
-        classes = int(card["num_classes"])
-        card_bounds = tuple(float(b) for b in card.get("bounds", (0.0, 1.0)))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(
-            f"{card_path}: not a readable model card ({_first_line(exc)})"
-        ) from None
-    if not weights_path.is_file():
-        raise ModelLoadError(f"{path}: card.json without model.pt")
-    try:
-        net = build_arch(arch, shape, classes)
-    except AdversaError as exc:
-        raise ModelLoadError(f"{card_path}: cannot rebuild the architecture ({exc})") from None
-    apply_weights(net, weights_path)
-    net.to(device).eval()
-    used = bounds if bounds is not None else card_bounds
-    return Model(net, num_classes=classes, bounds=used, name=path.name)  # type: ignore[arg-type]
 
 
 def _zoo_architecture(name: str, cache_dir: str | Path | None) -> nn.Module:

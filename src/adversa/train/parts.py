@@ -12,8 +12,8 @@ from torch import nn
 
 from adversa.data import Dataset
 from adversa.defenses.base import BatchMetrics, Defense
-from adversa.defenses.train_config import TrainConfig
 from adversa.model import Model
+from adversa.train.config import TrainConfig
 
 SUMS: tuple[str, ...] = (
     "n",

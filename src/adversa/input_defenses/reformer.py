@@ -1,7 +1,7 @@
 """MagNet's reformer: a small denoising autoencoder trained on clean data that maps inputs back
 towards the data manifold before the classifier sees them (Meng & Chen 2017, "MagNet: a
 Two-Pronged Defense against Adversarial Examples", arXiv:1705.09064). Its reconstruction error
-is MagNet's detector (`adversa.defenses.detectors.MagNetDetector`).
+is MagNet's detector (`adversa.input_defenses.detectors.MagNetDetector`).
 
 `MagNetAutoencoder` is the paper's MNIST architecture ("Detector I & Reformer", Table 1):
 Conv3x3(w)-sigmoid, AvgPool2, Conv3x3(w)-sigmoid, Conv3x3(w)-sigmoid, Upsample2,

@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from adversa.data import Dataset
-from adversa.defenses.rundir import RunDir
-from adversa.defenses.train_config import TrainConfig
-from adversa.defenses.train_parts import test_accuracy
 from adversa.errors import BadInput
 from adversa.model import Model
 from adversa.threat import ThreatModel
+from adversa.train.config import TrainConfig
+from adversa.train.output import load_training_output
+from adversa.train.parts import test_accuracy
+from adversa.train.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,6 @@ class TrainResult:
         cls, run: RunDir, history: list[dict[str, Any]], device: str | torch.device = "cpu"
     ) -> TrainResult:
         """A finished run read back from its directory."""
-        from adversa.model.load import load_training_output
-
         model = load_training_output(run.path, device=device)
         card = run.finished_card()
         if card is None:

@@ -14,7 +14,7 @@ hot paths).
 
 Here: `MagNetDetector` (reconstruction error, Meng & Chen 2017, arXiv:1705.09064) and
 `SqueezeDetector` (Xu, Evans & Qi 2018, arXiv:1704.01155). Feature-space detectors
-(Mahalanobis, LID) live in `adversa.defenses.feature_detectors`.
+(Mahalanobis, LID) live in `adversa.input_defenses.feature_detectors`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from adversa.defenses.transforms import BitDepth, MedianSmoothing
 from adversa.errors import BadInput, ShapeError
+from adversa.input_defenses.transforms import BitDepth, MedianSmoothing
 
 
 class Detector(nn.Module):

@@ -25,8 +25,8 @@ from adversa.checks import check_config_types
 from adversa.data import Dataset, list_datasets, load_data, stratified_split
 from adversa.defenses.base import DEFENSES, Defense
 from adversa.errors import BadInput, UnknownName, describe, is_integer, is_real
+from adversa.nets import ARCHS
 from adversa.threat import NORMS, check_bounds
-from adversa.zoo.arch import ARCHS
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 DEFAULT_FINAL_EVAL: tuple[str, ...] = ("apgd-ce", "apgd-t")
@@ -41,7 +41,7 @@ class TrainConfig:
     """
 
     data: str  # built-in name (trained on its "train" split) or a .npz / .csv / image folder
-    arch: str  # a key of `adversa.zoo.arch.ARCHS`
+    arch: str  # a key of `adversa.nets.ARCHS`
     defense: Defense | str = "none"  # config from `DEFENSES.get(...)`, or a name for defaults
     epochs: int = 10  # passes over the training data
     batch_size: int = 64  # global samples per batch (split over ranks under torchrun)

@@ -99,7 +99,7 @@ def load_fraud(split: str) -> Dataset:
     scale[scale == 0] = 1.0
     xs, ys = _select(x, y, split)
     scaled = np.clip((xs - lo) / scale, 0.0, 1.0).astype(np.float32)
-    meta = _split_meta(f"adversa.tabular.fraud (synthetic, seed {FRAUD_SEED})", split, len(y))
+    meta = _split_meta(f"adversa.data.fraud (synthetic, seed {FRAUD_SEED})", split, len(y))
     meta["scaler"] = {
         "min": lo.tolist(),
         "scale": scale.tolist(),

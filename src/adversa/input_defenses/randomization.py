@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adversa.defenses.transforms import _check_bounds, _require_images
 from adversa.errors import BadInput
+from adversa.input_defenses.transforms import _check_bounds, _require_images
 from adversa.rng import make_generator
 
 

@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from adversa.defenses import detectors as det
-from adversa.defenses import feature_detectors as fdet
-from adversa.defenses import randomization as rnd
-from adversa.defenses import transforms as tf
-from adversa.defenses.reformer import load_reformer
 from adversa.errors import BadInput
+from adversa.input_defenses import detectors as det
+from adversa.input_defenses import feature_detectors as fdet
+from adversa.input_defenses import randomization as rnd
+from adversa.input_defenses import transforms as tf
+from adversa.input_defenses.reformer import load_reformer
 from adversa.model import Model
 from adversa.registry import Registry
 

@@ -39,10 +39,12 @@ from adversa import distributed
 from adversa.checks import check_in_bounds
 from adversa.data import Dataset
 from adversa.defenses.base import Defense, StepContext
-from adversa.defenses.card import TrainResult, build_card, final_evaluation
-from adversa.defenses.rundir import RunDir, cpu_state
-from adversa.defenses.train_config import TrainConfig, load_splits
-from adversa.defenses.train_parts import (
+from adversa.errors import BadInput, describe
+from adversa.nets import build_arch
+from adversa.rng import make_generator
+from adversa.train.card import TrainResult, build_card, final_evaluation
+from adversa.train.config import TrainConfig, load_splits
+from adversa.train.parts import (
     SUMS,
     accumulate,
     cosine,
@@ -51,9 +53,7 @@ from adversa.defenses.train_parts import (
     stages,
     test_accuracy,
 )
-from adversa.errors import BadInput, describe
-from adversa.rng import make_generator
-from adversa.zoo.arch import build_arch
+from adversa.train.rundir import RunDir, cpu_state
 
 log = logging.getLogger(__name__)
 
