@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-import adversa.cli.evaluate as cli_evaluate
+import adversa.jobs.evaluate as jobs_evaluate
 from adversa.cli.common import parse_eps
 from adversa.cli.main import main
 
@@ -169,7 +169,7 @@ def test_other_errors_exit_1_with_traceback_only_when_debugging(
     def boom(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(cli_evaluate, "evaluate_sweep", boom)
+    monkeypatch.setattr(jobs_evaluate, "evaluate_sweep", boom)
     assert main(_argv(files, tmp_path)) == 1
     err = capsys.readouterr().err
     assert "adversa: internal error: RuntimeError: boom (run with --debug" in err

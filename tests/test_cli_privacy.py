@@ -187,28 +187,23 @@ def test_invert_bad_input(files, tmp_path, capsys) -> None:
     assert "--tv must be >= 0" in capsys.readouterr().err
 
 
-def test_reference_recipe_warns_about_a_defense_it_does_not_replay(monkeypatch) -> None:
+def test_reference_recipe_warns_about_a_defense_it_does_not_replay() -> None:
     """A PGD-trained target's references take its architecture and optimiser, not its
     adversarial training; the report says so."""
-    import argparse
-
-    from adversa.cli import privacy as cli
     from adversa.defenses import DEFENSES
+    from adversa.jobs.privacy import MembershipPlan, TrainingRecipe
     from adversa.privacy import ArchTraining
     from adversa.train.config import TrainConfig
 
     config = TrainConfig(
         data="mnist", arch="small-cnn", defense=DEFENSES.get("pgd-at", eps=0.3), epochs=7
     )
-    monkeypatch.setattr(cli, "_training_recipe", lambda spec: ("mnist", None, config))
-    args = argparse.Namespace(
-        model="run", data=None, reference_arch=None, reference_epochs=2, shadow_hidden=8,
-        shadow_steps=5,
-    )  # fmt: skip
-    training, warnings = cli._reference_training(args)
+    recipe = TrainingRecipe("mnist", None, config)
+    plan = MembershipPlan(attacks="threshold", reference_epochs=2, shadow_hidden=8, shadow_steps=5)
+    training, warnings = plan.reference_training(recipe)
     assert isinstance(training, ArchTraining) and training.arch == "small-cnn"
     assert training.epochs == 2 and training.lr == config.lr
     assert len(warnings) == 1 and "without its defense (pgd-at)" in warnings[0]
-    args.reference_arch, args.reference_epochs = "mlp", None
-    training, warnings = cli._reference_training(args)
+    plan = MembershipPlan(attacks="threshold", reference_arch="mlp", shadow_hidden=8)
+    training, warnings = plan.reference_training(recipe)
     assert not isinstance(training, ArchTraining) and warnings == []

@@ -59,6 +59,7 @@ def train(
     per_epoch = math.ceil(len(y) / size)
     total = epochs * per_epoch
     metrics: list[BatchMetrics] = []
+    state = defense.new_state()  # the carried state of a run (free-AT's perturbation)
     net.train()
     for epoch in range(epochs):
         order = torch.randperm(len(y), generator=order_gen)
@@ -68,7 +69,7 @@ def train(
                 return net, metrics
             idx = order[b * size : (b + 1) * size]
             gen = make_generator(seed * 1_000_003 + index)
-            ctx = StepContext(step=index, total=total, epoch=epoch, seed=seed, gen=gen)
+            ctx = StepContext(step=index, total=total, epoch=epoch, seed=seed, gen=gen, state=state)
             metrics.append(defense.train_batch(net, opt, x[idx], y[idx], ctx))
     return net.eval(), metrics
 
@@ -105,7 +106,7 @@ def test_every_training_defense_is_tested():
 def test_defense_improves_robust_accuracy(name: str, standard):
     options, eps, gain = EXPECTED[name]
     defense = DEFENSES.get(name, **options)
-    epochs = math.ceil(EPOCHS / getattr(defense, "steps_per_batch", 1))
+    epochs = math.ceil(EPOCHS / defense.steps_per_batch)
     net, metrics = train(defense, epochs=epochs)
     robust = accuracy(net, "pgd", eps=eps, steps=20)
     assert robust >= standard[eps] + gain, (name, robust, standard[eps])
@@ -223,24 +224,27 @@ def test_free_at_state_round_trip_reproduces_an_uninterrupted_run():
     defense = DEFENSES.get("free-at", eps=EPS, replays=3)
     assert defense.steps_per_batch == 3
 
-    def run(net, opt, d, steps):
+    def run(net, opt, state, steps):
         for s in steps:
-            ctx = StepContext(step=s, total=4, epoch=0, seed=0, gen=make_generator(s))
-            d.train_batch(net, opt, x[s * 100 : (s + 1) * 100], y[s * 100 : (s + 1) * 100], ctx)
+            gen = make_generator(s)
+            ctx = StepContext(step=s, total=4, epoch=0, seed=0, gen=gen, state=state)
+            rows = slice(s * 100, (s + 1) * 100)
+            defense.train_batch(net, opt, x[rows], y[rows], ctx)
 
     straight = mlp(0)
     opt = torch.optim.Adam(straight.parameters(), lr=1e-2)
-    run(straight, opt, defense, range(4))
+    run(straight, opt, defense.new_state(), range(4))
 
     first = mlp(0)
     opt = torch.optim.Adam(first.parameters(), lr=1e-2)
-    before = DEFENSES.get("free-at", eps=EPS, replays=3)
+    before = defense.new_state()
     run(first, opt, before, range(2))
+    assert before.state_dict()["delta"] is not None  # the state lives outside the config
     resumed = mlp(1)
     resumed.load_state_dict(first.state_dict())
     opt2 = torch.optim.Adam(resumed.parameters(), lr=1e-2)
     opt2.load_state_dict(opt.state_dict())
-    after = DEFENSES.get("free-at", eps=EPS, replays=3)
+    after = DEFENSES.get("free-at", eps=EPS, replays=3).new_state()
     after.load_state_dict(before.state_dict())
     run(resumed, opt2, after, range(2, 4))
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
@@ -255,7 +259,7 @@ def test_free_at_state_round_trip_reproduces_an_uninterrupted_run():
         ("pgd-at", {"eps": 0.1, "steps": 0}, r"steps must be >= 1, got 0"),
         ("pgd-at", {"eps": 0.1, "step_size": 0.0}, r"step_size must be > 0, got 0.0"),
         ("pgd-at", {"eps": 0.1, "eps_ramp": 1.5}, r"eps_ramp must be in \[0, 1\], got 1.5"),
-        ("pgd-at", {"eps": 0.1, "norm": "l3"}, r"supports norms linf, l2, l1, got 'l3'"),
+        ("pgd-at", {"eps": 0.1, "norm": "l3"}, r"norm must be one of linf, l2, l1, got 'l3'"),
         ("pgd-at", {"epsilon": 0.1}, r"has no option epsilon; valid options: bounds, eps"),
         ("pgd-at", {}, r"eps"),
         ("trades", {"eps": 0.1, "beta": 0.0}, r"beta must be > 0, got 0.0"),
@@ -266,7 +270,12 @@ def test_free_at_state_round_trip_reproduces_an_uninterrupted_run():
         ("igr", {"lam": -1.0}, r"lam must be >= 0, got -1.0"),
         ("igr", {"lam": math.nan}, r"lam must be finite and >= 0, got nan"),
         ("pgd-at", {"eps": math.inf}, r"eps must be finite and >= 0, got inf"),
-        ("pgd-at", {"eps": "0.1"}, r"eps must be a number >= 0, got '0.1'"),
+        ("pgd-at", {"eps": "0.1"}, r"eps must be a real number >= 0, got '0.1'"),
+        (
+            "pgd-at",
+            {"eps": 0.1, "steps": True},
+            r"defense 'pgd-at': steps must be an integer, got True",
+        ),
         ("none", {"temperature": 0.0}, r"temperature must be > 0, got 0.0"),
         ("distillation", {"temperature": -5.0}, r"temperature must be > 0, got -5.0"),
         ("distillation", {"teacher": "teacher.pt"}, r"teacher must be a torch.nn.Module, got str"),

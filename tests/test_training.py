@@ -17,6 +17,7 @@ from adversa.cli.main import main
 from adversa.defenses import DEFENSES
 from adversa.errors import BadInput, UnknownName
 from adversa.load import load_model
+from adversa.threat import ThreatModel
 from adversa.train.config import TrainConfig
 from adversa.train.loop import train
 
@@ -222,8 +223,10 @@ def test_config_validation() -> None:
     with pytest.raises(BadInput, match="eps must be >= 0"):
         DEFENSES.get("pgd-at", eps=-1.0)
     assert _config("none").eval_threat() is None
-    assert _config("pgd-at", final_eval=("apgd-ce",)).eval_threat() == ("linf", 0.1)
-    assert _config("none", final_eval=("apgd-ce",), eval_eps=0.2).eval_threat() == ("linf", 0.2)
+    pgd = _config("pgd-at", final_eval=("apgd-ce",)).eval_threat()
+    assert pgd == ThreatModel(norm="linf", eps=0.1)
+    plain = _config("none", final_eval=("apgd-ce",), eval_eps=0.2).eval_threat()
+    assert plain == ThreatModel(norm="linf", eps=0.2)
 
 
 def test_sgd_and_a_file_dataset(tmp_path: Path) -> None:

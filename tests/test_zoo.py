@@ -52,7 +52,7 @@ def test_catalogue() -> None:
     assert trades.defense == "trades" and trades.beta == 6.0 and trades.epochs == pgd.epochs
     config = trades.train_config()  # zoo entries are TrainConfigs trained by the one loop
     assert config.defense.name == "trades" and config.defense.beta == 6.0
-    assert config.defense.eps == 0.3 and config.defense.steps == 7 and config.epochs == 40
+    assert config.defense.threat.eps == 0.3 and config.defense.steps == 7 and config.epochs == 40
 
 
 def test_unknown_model_suggests() -> None:

@@ -50,16 +50,29 @@ class Registry(Generic[T]):
     def factory(self, name: str) -> Callable[..., T]:
         return self._factories[self.canonical(name)]
 
+    def options(self, factory: Callable[..., T]) -> list[str]:
+        """The option names `get` accepts for `factory`: a dataclass's init fields (a
+        subclass may add spellings, e.g. a threat model's fields given flat)."""
+        if not dataclasses.is_dataclass(factory):
+            return []
+        return [f.name for f in dataclasses.fields(factory) if f.init]
+
+    def prepare(self, name: str, factory: Callable[..., T], overrides: dict[str, Any]) -> dict:
+        """The keyword arguments `factory` is called with, from the checked `overrides`
+        (as given here; a subclass may fold several options into one field)."""
+        return overrides
+
     def get(self, name: str, **overrides: Any) -> T:
         factory = self.factory(name)
         if dataclasses.is_dataclass(factory):
-            fields = {f.name for f in dataclasses.fields(factory) if f.init}
+            fields = set(self.options(factory))
             unknown = sorted(set(overrides) - fields)
             if unknown:
                 raise BadInput(
                     f"{self.kind} {name!r} has no option {', '.join(unknown)}; "
                     f"valid options: {', '.join(sorted(fields))}"
                 )
+        overrides = self.prepare(name, factory, overrides)
         try:
             return factory(**overrides)
         except TypeError as exc:

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from adversa.errors import BadInput, describe, is_real
+from adversa.registry import Registry
 
 Norm = Literal["linf", "l2", "l1"]
 NORMS: tuple[str, ...] = ("linf", "l2", "l1")
 _ORD = {"linf": math.inf, "l2": 2.0, "l1": 1.0}
+THREAT_OPTIONS: tuple[str, ...] = ("eps", "norm", "bounds")  # a threat's fields, given flat
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,3 +184,42 @@ def project_l1_box(delta: Tensor, x: Tensor, eps: float, bounds: tuple[float, fl
     lam = torch.where(total > eps, lam, torch.zeros_like(lam))
     projected = flat.sign() * torch.minimum((size - lam).clamp_min(0), room)
     return projected.view_as(delta)
+
+
+def threat_options(threat: ThreatModel) -> dict[str, Any]:
+    """`threat`'s eps, norm and bounds as flat options (how cards, manifests and command lines
+    spell a config's `threat` field)."""
+    return {"eps": threat.eps, "norm": threat.norm, "bounds": threat.bounds}
+
+
+class ThreatRegistry(Registry[T]):
+    """A registry of configs some of which hold `threat: ThreatModel` (training-time defenses,
+    poisons). For those, `get` also takes the threat's fields flat and builds the one
+    `ThreatModel`: `DEFENSES.get("pgd-at", eps=0.3, steps=7)`. Flat fields go over the
+    field's default threat when it has one, else over norm "linf" and bounds (0, 1); without
+    a default, eps (or `threat=`) is required. The config itself holds only `threat`."""
+
+    def options(self, factory: Callable[..., T]) -> list[str]:
+        names = super().options(factory)
+        return [*names, *THREAT_OPTIONS] if "threat" in names else names
+
+    def prepare(self, name: str, factory: Callable[..., T], overrides: dict[str, Any]) -> dict:
+        if "threat" not in super().options(factory):
+            return overrides
+        out = dict(overrides)
+        flat = {k: out.pop(k) for k in THREAT_OPTIONS if k in out}
+        if "threat" in out:
+            if flat:
+                raise BadInput(f"{self.kind} {name!r}: give threat= or {', '.join(flat)}, not both")
+            return out
+        field = next(f for f in dataclasses.fields(factory) if f.name == "threat")  # type: ignore[arg-type]
+        default = field.default if isinstance(field.default, ThreatModel) else None
+        if default is None and "eps" not in flat:
+            raise BadInput(
+                f"{self.kind} {name!r} needs eps, the radius of its threat model "
+                "(or threat=ThreatModel(...))"
+            )
+        if flat:
+            base = threat_options(default) if default is not None else {"norm": "linf"}
+            out["threat"] = ThreatModel(**{**base, **flat})
+        return out

@@ -9,6 +9,8 @@ attack in the registry:
   returns the logits averaged over the draws. Attacks therefore follow the gradient of the
   expected logits, which is the average of the k draws' gradients, and the harness verifies
   success against the expected classifier rather than one lucky draw.
+  It is a view derived from the model (`Model.derive`): same module, class count and cost
+  meter, with the averaging forward.
   Cost: k forward (and backward) passes per sample per call, counted by the inner model.
 - `bpda(model, approximation="identity")` (Backward Pass Differentiable Approximation,
   Sec. 4.1): for the submodules marked non-differentiable (attribute `non_differentiable =
@@ -20,6 +22,7 @@ attack in the registry:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 
 import torch
@@ -29,21 +32,20 @@ from adversa.errors import BadInput
 from adversa.model import Model
 
 
-class EOT(Model):
-    """A `Model` whose logits are the mean over `samples` stacked draws of a randomized model."""
+def EOT(model: Model, samples: int) -> Model:
+    """A view of `model` whose logits are the mean over `samples` stacked draws of it."""
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise BadInput(f"EOT samples must be an integer >= 1, got {samples!r}")
+    if not isinstance(model, Model):
+        raise BadInput(f"EOT needs an adversa Model, got {type(model).__name__}")
+    forward = functools.partial(_mean_over_draws, model, samples)
+    return model.derive(forward=forward, name=f"{model.name}+eot{samples}")
 
-    def __init__(self, inner: Model, samples: int) -> None:
-        if not isinstance(samples, int) or samples < 1:
-            raise BadInput(f"EOT samples must be an integer >= 1, got {samples!r}")
-        self.__dict__.update(inner.__dict__)
-        self._inner = inner
-        self.samples = samples
-        self.name = f"{inner.name}+eot{samples}"
 
-    def __call__(self, x: Tensor) -> Tensor:
-        draws = x.repeat((self.samples,) + (1,) * (x.dim() - 1))
-        logits = self._inner(draws)
-        return logits.view(self.samples, x.shape[0], -1).mean(0)
+def _mean_over_draws(model: Model, samples: int, x: Tensor) -> Tensor:
+    """The mean of `model`'s logits over `samples` draws of `x`, in one stacked pass."""
+    draws = x.repeat((samples,) + (1,) * (x.dim() - 1))
+    return model(draws).view(samples, x.shape[0], -1).mean(0)
 
 
 Approximation = Callable[[Tensor], Tensor]

@@ -19,7 +19,7 @@ from torch import Tensor
 from adversa.checks import as_tensor, check_batch, check_config_types
 from adversa.errors import AccessError, BadInput, describe
 from adversa.losses import is_adversarial
-from adversa.model import Access, Cost, Model, check_model_accepts, diagnose_mismatch
+from adversa.model import Access, Cost, Model, as_model, diagnose_mismatch
 from adversa.registry import Registry
 from adversa.rng import make_generator
 from adversa.threat import NORMS, ThreatModel
@@ -115,24 +115,6 @@ class AttackBase:
         return out
 
 
-def as_model(model: Model | torch.nn.Module, bounds: tuple[float, float]) -> Model:
-    if isinstance(model, Model):
-        return model
-    if isinstance(model, torch.nn.Module):
-        return Model(model, bounds=bounds)
-    raise BadInput(f"model must be an adversa Model or a torch.nn.Module, got {type(model)}")
-
-
-def infer_num_classes(model: Model, x: Tensor) -> int:
-    """The model's number of classes; when unknown, learnt (and recorded on the model) from
-    `check_model_accepts` on `x`, one uncounted forward pass on one sample. When it is known,
-    no pass is made (a randomised model's draws stay as they were): a mismatch between the
-    model and `x` is then diagnosed by `diagnose_mismatch` where it fails."""
-    if model.num_classes is None:
-        model.num_classes = int(check_model_accepts(model, x, data="x").shape[1])
-    return model.num_classes
-
-
 def run_attack(
     attack: AttackBase, model: Model | torch.nn.Module, x: Tensor, y: Tensor
 ) -> AttackResult:
@@ -148,7 +130,7 @@ def run_attack(
     y = as_tensor(y, "y").to(model.device)
     if not x.is_floating_point():
         raise BadInput(f"x must be floating point, got dtype {x.dtype}")
-    num_classes = infer_num_classes(model, x)
+    num_classes = model.resolve_num_classes(x)
     check_batch(x, y, threat, num_classes)
     y = y.long()
     gen = make_generator(attack.seed, model.device)

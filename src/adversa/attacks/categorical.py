@@ -53,14 +53,13 @@ from adversa.attacks.base import (
     ATTACKS,
     AttackBase,
     AttackResult,
-    as_model,
     get_attack,
     register_attack,
     run_attack,
 )
 from adversa.errors import require
 from adversa.losses import get_loss, is_adversarial
-from adversa.model import Access, Model
+from adversa.model import Access, Model, as_model
 from adversa.threat import ThreatModel
 
 _AUTO = "auto"

@@ -25,7 +25,7 @@ A sample stops when its next iteration could exceed `max_queries` (the clean che
 start search included), after `steps` iterations, or, for a finite eps, as soon as it is
 fooled within eps. Returned per sample: the closest adversarial point found (it lies within
 eps if any found does); the harness projects it onto the eps-ball and re-verifies. Given a
-full `Model`, the attack queries it through a `LabelsOnly` view: no backward pass.
+full `Model`, the attack queries it through a labels-only view: no backward pass.
 
 Cost per attacked sample: at most `max_queries` label queries, plus the harness's final
 verification. Defaults: 40 iterations and at most 5000 queries, which in practice stops

@@ -26,7 +26,7 @@ paper).
 
 Batched: every step makes one query batch for all still-running samples (`+step_size`), and a
 second only for those whose first candidate was rejected (`-step_size`); no Python loop over
-samples. Given a full `Model`, the attack queries it through a `ScoresOnly` view: no backward
+samples. Given a full `Model`, the attack queries it through a scores-only view: no backward
 pass.
 
 Cost per sample: at most `queries` score queries (one clean query, then at most two per step,

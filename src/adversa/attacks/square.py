@@ -23,7 +23,7 @@ Input shapes: (B, C, H, W) images use square windows. Other inputs are viewed as
 inputs (B, D) are treated as one-pixel-high strips (B, 1, 1, D) and the "square" becomes a
 run of `round(p * D)` consecutive features. Any other shape raises `ShapeError`.
 
-The attack only queries scores: given a full `Model` it queries it through a `ScoresOnly`
+The attack only queries scores: given a full `Model` it queries it through a scores-only
 view, so it never runs a backward pass. Cost per sample: at most `restarts * queries`
 queries (the clean check, then per restart one query for the start and `queries - 2` search
 steps), plus the harness's final verification.

@@ -20,9 +20,9 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from adversa.attacks.base import AttackBase, as_model, get_attack, register_attack
+from adversa.attacks.base import AttackBase, get_attack, register_attack
 from adversa.errors import require
-from adversa.model import Access, Model
+from adversa.model import Access, Model, as_model
 
 
 @register_attack("transfer")
@@ -46,13 +46,8 @@ class Transfer(AttackBase):
     def _perturb(self, model: Model, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
         surrogate = as_model(self.surrogate, self.threat.bounds)
         inner = get_attack(self.attack, self.threat, seed=self.seed)
-        # Count the surrogate's passes in the scopes open on the target.
-        borrowed = [c for c in model._counters if c not in surrogate._counters]
-        surrogate._counters.extend(borrowed)
-        try:
-            return inner(surrogate, x.to(surrogate.device), y.to(surrogate.device)).x_adv.to(
-                x.device
-            )
-        finally:
-            for counter in borrowed:
-                surrogate._counters.remove(counter)
+        with surrogate.counting() as spent:
+            x_adv = inner(surrogate, x.to(surrogate.device), y.to(surrogate.device)).x_adv
+        if surrogate.meter is not model.meter:  # else its passes were counted already
+            model.meter.add(spent.freeze())  # in the scopes open on the target
+        return x_adv.to(x.device)

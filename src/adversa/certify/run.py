@@ -28,13 +28,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from adversa.attacks.base import as_model, infer_num_classes
 from adversa.certify.bounds import METHODS, verified
 from adversa.certify.smoothing import ABSTAIN, CertResult, Smooth, attack_smoothed
 from adversa.checks import as_tensor, check_batch
 from adversa.errors import BadInput
 from adversa.evaluation import evaluate_sweep
-from adversa.model import Model
+from adversa.model import Model, as_model
 from adversa.threat import ThreatModel
 
 ProgressFn = Callable[[str, int, int], None]
@@ -106,7 +105,7 @@ def run_certification(
     model = as_model(model, threat.bounds)
     x = as_tensor(x, "x").to(model.device)
     y = as_tensor(y, "y").to(model.device)
-    check_batch(x, y, max(threats, key=lambda t: t.eps), infer_num_classes(model, x))
+    check_batch(x, y, max(threats, key=lambda t: t.eps), model.resolve_num_classes(x))
     y = y.long()
     clean_correct = model.predict(x, batch_size) == y
 

@@ -35,11 +35,10 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import Tensor, nn
 
-from adversa.attacks.base import as_model
 from adversa.attacks.gradient import Ascent, ascend
 from adversa.checks import as_tensor
 from adversa.errors import BadInput
-from adversa.model import Model
+from adversa.model import Model, as_model
 from adversa.rng import make_generator
 from adversa.threat import ThreatModel
 

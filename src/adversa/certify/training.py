@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adversa.certify.bounds import margins
-from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
-from adversa.errors import BadInput
+from adversa.defenses.base import DEFENSES, BatchMetrics, DefenseBase, StepContext
+from adversa.errors import BadInput, describe
 from adversa.model import Model
 from adversa.threat import ThreatModel
 
@@ -64,28 +64,33 @@ def _correct(logits: Tensor, y: Tensor) -> int:
 
 @DEFENSES.register("ibp")
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class IBPTraining:
+class IBPTraining(DefenseBase):
     """IBP certified training with Gowal et al.'s eps and kappa schedules."""
 
     name: ClassVar[str] = "ibp"
     methods: ClassVar[tuple[str, ...]] = ("ibp",)
 
-    eps: float  # training radius reached at the end of the ramp
-    norm: str = "linf"  # "linf" or "l2"
-    bounds: tuple[float, float] = (0.0, 1.0)  # the input box
+    threat: ThreatModel  # "linf" or "l2" ball (eps reached at the end of the ramp) and box
     warmup: float = 0.0  # share of the run trained on clean data only (eps = 0)
     eps_ramp: float = 0.5  # share of the run, after warmup, over which eps and kappa move
     kappa_start: float = 1.0  # weight of the clean loss before the ramp
     kappa_end: float = 0.5  # weight of the clean loss after the ramp (Gowal et al.: 0.5)
 
     def __post_init__(self) -> None:
-        if self.norm not in ("linf", "l2"):
-            raise BadInput(f"defense {self.name!r} supports norms linf, l2, got {self.norm!r}")
-        if not (isinstance(self.eps, int | float) and math.isfinite(self.eps)):
-            raise BadInput(f"eps must be a finite number >= 0, got {self.eps!r}")
-        ThreatModel(norm=self.norm, eps=self.eps, bounds=self.bounds)  # type: ignore[arg-type]
+        super().__post_init__()
+        if not isinstance(self.threat, ThreatModel):
+            raise BadInput(f"threat must be a ThreatModel, got {describe(self.threat)}")
+        if self.threat.norm not in ("linf", "l2"):
+            raise BadInput(
+                f"defense {self.name!r} supports norms linf, l2, got {self.threat.norm!r}"
+            )
+        if not math.isfinite(self.threat.eps):
+            raise BadInput(f"eps must be a finite number >= 0, got {self.threat.eps!r}")
         for name in ("warmup", "eps_ramp", "kappa_start", "kappa_end"):
             _share(name, getattr(self, name))
+
+    def ball(self) -> ThreatModel:
+        return self.threat
 
     def progress(self, ctx: StepContext) -> float:
         """Where the ramp is, in [0, 1], after this step."""
@@ -98,7 +103,7 @@ class IBPTraining:
         """eps and kappa (and beta for CROWN-IBP) at this step."""
         t = self.progress(ctx)
         kappa = self.kappa_start + (self.kappa_end - self.kappa_start) * t
-        return {"eps": self.eps * t, "kappa": kappa}
+        return {"eps": self.threat.eps * t, "kappa": kappa}
 
     def mix(self, found: dict[str, Tensor], schedule: dict[str, float]) -> Tensor:
         return found["ibp"]
@@ -119,7 +124,7 @@ class IBPTraining:
             _step(optimizer, clean)
             value = float(clean.detach())
             return BatchMetrics(value, value, _correct(logits, y))
-        threat = ThreatModel(norm=self.norm, eps=schedule["eps"], bounds=self.bounds)  # type: ignore[arg-type]
+        threat = self.threat.with_eps(schedule["eps"])
         methods = tuple(m for m in self.methods if m == "ibp" or schedule.get("beta", 0) > 0)
         margin = self.mix(margins(_unwrap(module), x, y, threat, methods), schedule)
         robust = F.cross_entropy(-margin, y)
@@ -166,7 +171,7 @@ class CROWNIBPTraining(IBPTraining):
 
 @DEFENSES.register("gaussian", aliases=("gaussian-augmentation",))
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GaussianAugmentation:
+class GaussianAugmentation(DefenseBase):
     """Training on Gaussian-noise copies of each batch, for randomized smoothing."""
 
     name: ClassVar[str] = "gaussian"
@@ -174,6 +179,7 @@ class GaussianAugmentation:
     sigma: float  # noise standard deviation, in input units; certify with the same sigma
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         ok = isinstance(self.sigma, int | float) and math.isfinite(self.sigma)
         if not ok or self.sigma <= 0:
             raise BadInput(f"sigma must be a finite number > 0, got {self.sigma!r}")

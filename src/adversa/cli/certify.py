@@ -1,4 +1,4 @@
-"""`adversa certify`: the command line of `adversa.certify.run_certification`.
+"""`adversa certify`: the command line of `adversa.jobs.certify.CertifyPlan`.
 
     adversa certify --model M --data D --method smoothing|ibp|crown|crown-ibp
                     [--eps E[,E2]] [--norm linf|l2] [--sigma S --n0 100 --n 10000
@@ -14,11 +14,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-import warnings
 from typing import Any
 
+from adversa.certify.report import write_certify_reports
+from adversa.cli.common import (
+    EXIT_OK,
+    RichProgress,
+    check_device,
+    check_positive,
+    parse_attacks,
+    parse_bounds,
+    parse_eps,
+)
+from adversa.data import load_data
+from adversa.data.files import check_labelled_folder
 from adversa.errors import BadInput
+from adversa.jobs.certify import CertifyPlan
+from adversa.load import load_model
 
 BOUND_METHODS = ("ibp", "crown", "crown-ibp")
 
@@ -44,6 +56,23 @@ def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     ce.add_argument("--data", required=True, help="built-in name, .npz, .csv or image folder")
     ce.add_argument("--label-column", help="the label column of a .csv dataset")
     ce.add_argument("--bounds", help="input range LO,HI (default: the dataset's)")
+    _add_method_options(ce)
+    ce.add_argument("--n-points", type=int, help="certify the first N test points (default all)")
+    ce.add_argument("--attack-check", action="store_true", help="also attack at the same eps")
+    ce.add_argument(
+        "--attacks",
+        default="pgd,apgd-ce",
+        help="attacks of the check for ibp/crown (smoothing: always L2 PGD with EOT)",
+    )
+    ce.add_argument("--eot", type=int, default=16, help="smoothing check: EOT noise draws")
+    ce.add_argument("--seed", type=int, default=0, help="seeds noise and attacks (default 0)")
+    ce.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default cpu)")
+    ce.add_argument("--out", required=True, help="output directory (created if missing)")
+    ce.set_defaults(handler=cmd_certify)
+
+
+def _add_method_options(ce: argparse.ArgumentParser) -> None:
+    """--method, its radii and norm, and the smoothing options."""
     ce.add_argument("--method", required=True, choices=("smoothing", *BOUND_METHODS))
     ce.add_argument(
         "--eps",
@@ -61,38 +90,34 @@ def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         help="noisy inputs per forward pass (smoothing, default 1000) or points per bound "
         "batch (default 64)",
     )
-    ce.add_argument("--n-points", type=int, help="certify the first N test points (default all)")
-    ce.add_argument("--attack-check", action="store_true", help="also attack at the same eps")
-    ce.add_argument(
-        "--attacks",
-        default="pgd,apgd-ce",
-        help="attacks of the check for ibp/crown (smoothing: always L2 PGD with EOT)",
-    )
-    ce.add_argument("--eot", type=int, default=16, help="smoothing check: EOT noise draws")
-    ce.add_argument("--seed", type=int, default=0, help="seeds noise and attacks (default 0)")
-    ce.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default cpu)")
-    ce.add_argument("--out", required=True, help="output directory (created if missing)")
-    ce.set_defaults(handler=cmd_certify)
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
-    from adversa.certify import CertificationWarning, Smooth, run_certification
-    from adversa.certify.report import certify_report, write_certify_reports
-    from adversa.cli.common import (
-        EXIT_OK,
-        RichProgress,
-        check_device,
-        check_positive,
-        parse_attacks,
-        parse_bounds,
-        parse_eps,
-    )
-    from adversa.data import load_data
-    from adversa.data.files import check_labelled_folder
-    from adversa.load import load_model
-    from adversa.threat import ThreatModel
+    plan = _plan(args)
+    dataset = load_data(args.data, split="test", label_column=args.label_column).take(args.n_points)
+    check_labelled_folder(dataset)
+    bounds = plan.threat(dataset).bounds  # a bad eps or bounds fails before the model loads
+    with RichProgress() as progress:
+        model = load_model(
+            args.model,
+            weights=args.weights,
+            device=args.device,
+            progress=progress,
+            bounds=bounds,
+            trust_model_file=args.trust_model_file,
+        )
+        report = plan.run(model, dataset, progress)
+    json_path, html_path = write_certify_reports(args.out, report)
+    print(summary(report))
+    for warning in report["warnings"]:
+        if warning.startswith("BUG"):
+            print(f"adversa: {warning}", file=sys.stderr)
+    print(f"report: {html_path} (and {json_path})")
+    return EXIT_OK
 
-    start = time.perf_counter()
+
+def _plan(args: argparse.Namespace) -> CertifyPlan:
+    """The flag-level checks, named by flag, then the options as a plan."""
     smoothing = args.method == "smoothing"
     norm = args.norm or ("l2" if smoothing else "linf")
     if smoothing and norm != "l2":
@@ -108,78 +133,29 @@ def cmd_certify(args: argparse.Namespace) -> int:
             check_positive(flag, value)
     check_positive("--eot", args.eot)
     check_device(args.device)
-    batch_size = args.batch_size or (1000 if smoothing else 64)
-    smooth = None
-    if smoothing:
-        smooth = Smooth(
-            sigma=args.sigma,
-            n0=args.n0,
-            n=args.n,
-            alpha=args.alpha,
-            batch_size=batch_size,
-            seed=args.seed,
-        )
-    eps_values = parse_eps(args.eps) if args.eps else [args.sigma / 2]
-    attacks = parse_attacks(args.attacks) if args.attack_check else []
-    dataset = load_data(args.data, split="test", label_column=args.label_column).take(args.n_points)
-    check_labelled_folder(dataset)
-    bounds = parse_bounds(args.bounds) if args.bounds else tuple(dataset.bounds)
-    threat = ThreatModel(norm=norm, eps=max(eps_values), bounds=bounds)  # type: ignore[arg-type]
-    with RichProgress() as progress, warnings.catch_warnings():
-        warnings.simplefilter("ignore", CertificationWarning)  # reported below, once
-        model = load_model(
-            args.model,
-            weights=args.weights,
-            device=args.device,
-            progress=progress,
-            bounds=bounds,
-            trust_model_file=args.trust_model_file,
-        )
-        result = run_certification(
-            model,
-            dataset.x,
-            dataset.y,
-            threat,
-            eps_values,
-            method=args.method,
-            smooth=smooth,
-            attacks=attacks,
-            batch_size=64 if smoothing else batch_size,
-            seed=args.seed,
-            eot=args.eot,
-            progress=progress,
-        )
-    config: dict[str, Any] = {
+    provenance = {
         "model": args.model,
         "weights": args.weights,
         "data": args.data,
         "label_column": args.label_column,
-        "method": args.method,
-        "norm": norm,
-        "eps": eps_values,
-        "bounds": list(bounds),
-        "n": len(dataset),
-        "batch_size": batch_size,
-        "attack_check": args.attack_check,
-        "attacks": list(result.attacks),
-        "seed": args.seed,
         "device": args.device,
-        "class_names": list(dataset.class_names) if dataset.class_names else None,
     }
-    if "class_map" in dataset.meta:  # an image folder: which folder is which label, and why
-        config["class_map"] = dataset.meta["class_map"]
-        config["labels_from"] = dataset.meta["labels_from"]
-    if smoothing:
-        config |= {"sigma": args.sigma, "n0": args.n0, "n_samples": args.n, "alpha": args.alpha}
-        config |= {"eot": args.eot}
-    report = certify_report(result, config=config, seconds=time.perf_counter() - start)
-    json_path, html_path = write_certify_reports(args.out, report)
-    print(summary(report))
-    for warning in report["warnings"]:
-        if warning.startswith("BUG"):
-            print(f"adversa: {warning}", file=sys.stderr)
-    print(f"report: {html_path} (and {json_path})")
-    return EXIT_OK
+    return CertifyPlan(
+        method=args.method,
+        eps=tuple(parse_eps(args.eps)) if args.eps else (),
+        norm=norm,
+        bounds=parse_bounds(args.bounds) if args.bounds else None,
+        sigma=args.sigma,
+        n0=args.n0,
+        n=args.n,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        attack_check=args.attack_check,
+        attacks=tuple(parse_attacks(args.attacks)) if args.attack_check else (),
+        eot=args.eot,
+        seed=args.seed,
+        provenance=provenance,
+    )
 
 
 def summary(report: dict[str, Any]) -> str:

@@ -163,16 +163,3 @@ def check_out_dir(flag: str, path: str) -> None:
         raise BadInput(f"{flag} {path}: not writable{where}: {reason}") from None
     os.close(fd)
     os.unlink(probe)
-
-
-def check_labels(y: torch.Tensor, num_classes: int, data: str) -> None:
-    """Labels `y` of the data named `data` (e.g. "--data D") against the model's number of
-    classes: `BadInput` naming both ranges when a label is not a class of the model."""
-    if y.numel() == 0:
-        return
-    lo, hi = (int(v) for v in torch.aminmax(y))
-    if lo < 0 or hi >= num_classes:
-        raise BadInput(
-            f"{data}: labels must lie in [0, {num_classes - 1}] for a model with {num_classes} "
-            f"classes, got labels in [{lo}, {hi}]"
-        )

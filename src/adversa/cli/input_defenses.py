@@ -18,16 +18,11 @@ evaluated against the plain attacks and an attack on classifier and detector tog
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
-
-import torch
 
 from adversa.data import list_datasets, load_data
 from adversa.errors import BadInput
-from adversa.evaluation.battery import ProgressFn
-from adversa.model import Model
-
-FIT_POINTS = 1000  # clean points a detector is fitted on (and as many to calibrate it)
 
 
 def add_reformer_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -114,81 +109,19 @@ def cmd_train_reformer(args: argparse.Namespace) -> int:
     return 0
 
 
-def reference_data(args: argparse.Namespace, n_eval: int) -> tuple[Any, Any, Any, Any]:
-    """(x_fit, y_fit, x_val, y_val): clean points disjoint from the evaluated ones."""
-    if args.data.strip().lower() in list_datasets():
-        pool = load_data(args.data, split="train")
-    else:
-        full = load_data(args.data, label_column=args.label_column)
-        pool = full.subset(slice(n_eval, None))
-    if len(pool) < 40:
-        raise BadInput(
-            f"--detector needs at least 40 clean points besides the evaluated ones to fit and "
-            f"calibrate on, got {len(pool)} (evaluate fewer points with --n)"
-        )
-    half = min(FIT_POINTS, len(pool) // 2)
-    return pool.x[:half], pool.y[:half], pool.x[half : 2 * half], pool.y[half : 2 * half]
-
-
-def evaluate_defended(
-    args: argparse.Namespace,
-    model: Model,
-    dataset: Any,
-    threat: Any,
-    eps_values: list[float],
-    attacks: list[Any],
-    progress: ProgressFn | None,
-):
-    """`--defense`/`--detector`: wrap, fit, and run `evaluate_defense`."""
-    from adversa.evaluation.adaptive_eval import evaluate_defense
-    from adversa.evaluation.detector_eval import DetectorAwarePGD
-    from adversa.input_defenses.spec import BuildContext, build_detector, defended
-
-    if args.bpda:
-        raise BadInput("--bpda is implied by --defense: the adaptive run applies it")
-    if not 0 < args.detector_fpr < 1:
-        raise BadInput(f"--detector-fpr must be in (0, 1), got {args.detector_fpr}")
-    classifier = model.module
-    if args.defense:
-        model = defended(model, args.defense, seed=args.seed)
-    detector = None
-    if args.detector:
-        ctx = BuildContext(bounds=tuple(threat.bounds), seed=args.seed, device=model.device)
-        detector = build_detector(args.detector, classifier, ctx)
-        x_fit, y_fit, x_val, _ = reference_data(args, len(dataset))
-        with torch.no_grad():
-            detector.fit(x_fit.to(model.device), y_fit.to(model.device))
-        detector.calibrate(x_val.to(model.device), args.detector_fpr)
-    return evaluate_defense(
-        model,
-        dataset.x,
-        dataset.y,
-        threat,
-        eps_values,
-        attacks,
-        spec=args.defense or "",
-        eot=args.eot or 20,
-        detector=detector,
-        detector_spec=args.detector or "",
-        detector_attack=DetectorAwarePGD(threat=threat, steps=args.steps or 100, seed=args.seed),
-        batch_size=args.batch_size,
-        seed=args.seed,
-        progress=progress,
-        check_masking=args.check_masking,
-    )
-
-
-def defense_summary(evaluation: Any) -> str:
-    """Terminal lines: naive and adaptive robust accuracy, and the detector's numbers."""
+def defense_summary(defense: Mapping[str, Any]) -> str:
+    """Terminal lines from the report's `defense` entry: naive and adaptive robust accuracy,
+    and the detector's numbers."""
     lines = [
-        f"defense {evaluation.spec}: robust accuracy {evaluation.naive_robust_accuracy:.1%} "
-        f"naive, {evaluation.adaptive_robust_accuracy:.1%} adaptive (the headline above)"
+        f"defense {defense['spec']}: robust accuracy {defense['naive_robust_accuracy']:.1%} "
+        f"naive, {defense['adaptive_robust_accuracy']:.1%} adaptive (the headline above)"
     ]
-    det = evaluation.detection
+    det = defense.get("detector")
     if det is not None:
-        auc = f"ROC AUC {det.metrics.auc:.3f}, " if det.metrics is not None else ""
+        metrics = det.get("metrics")
+        auc = f"ROC AUC {metrics['auc']:.3f}, " if metrics is not None else ""
         lines.append(
-            f"detector {det.spec}: {auc}robust accuracy {det.naive_robust_accuracy:.1%} naive, "
-            f"{det.adaptive_robust_accuracy:.1%} against the detector-aware attack"
+            f"detector {det['spec']}: {auc}robust accuracy {det['naive_robust_accuracy']:.1%} "
+            f"naive, {det['adaptive_robust_accuracy']:.1%} against the detector-aware attack"
         )
     return "\n".join(lines)

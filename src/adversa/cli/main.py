@@ -173,10 +173,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             doc = (DEFENSES.factory(name).__doc__ or "").strip().splitlines()
             print(f"{name:<14} {doc[0] if doc else ''}")
     elif args.what == "poisons":
-        from adversa.poisoning import DETECTORS, POISONS
+        from adversa.poisoning import POISON_DETECTORS, POISONS
 
         print("attacks:   " + ", ".join(POISONS.list()))
-        print("detectors: " + ", ".join([*DETECTORS.list(), "strip"]))
+        print("detectors: " + ", ".join([*POISON_DETECTORS.list(), "strip"]))
     elif args.what == "text-attacks":
         from adversa.text import TEXT_ATTACKS
 

@@ -13,14 +13,13 @@ DIR/defense.html.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 from adversa.cli.common import EXIT_OK, check_positive
-from adversa.errors import BadInput
-
-DEFENSES = ("none", "label-smoothing", "early-stopping", "dp-sgd")
-VALIDATION = 200
+from adversa.cli.privacy import parse_fprs
+from adversa.data import load_data
+from adversa.jobs.privacy_defense import DEFENSES, PrivacyDefensePlan
+from adversa.privacy.report import write_defense_reports
 
 
 def add_privacy_defense_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -56,73 +55,28 @@ def add_privacy_defense_parser(commands: Any, common: argparse.ArgumentParser) -
     pd.set_defaults(handler=cmd_privacy_defense)
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    from adversa.privacy.defense import DPSGD, TargetTraining
-
-    names = [n.strip() for n in args.defenses.split(",") if n.strip()]
-    unknown = [n for n in names if n not in DEFENSES]
-    if unknown or not names:
-        raise BadInput(f"--defenses: unknown {unknown or names}; choose from {', '.join(DEFENSES)}")
-    base = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
-    build = {
-        "none": lambda: TargetTraining(**base),
-        "label-smoothing": lambda: TargetTraining(**base, label_smoothing=args.label_smoothing),
-        "early-stopping": lambda: TargetTraining(**base, early_stopping=True),
-        "dp-sgd": lambda: TargetTraining(
-            **{**base, "lr": args.dp_lr},
-            dp=DPSGD(noise_multiplier=args.noise_multiplier, max_grad_norm=args.max_grad_norm),
-        ),
-    }
-    return {name: build[name]() for name in dict.fromkeys(names)}
-
-
 def cmd_privacy_defense(args: argparse.Namespace) -> int:
-    from adversa.cli.privacy import _parse_fprs
-    from adversa.data import load_data
-    from adversa.privacy.defense import defense_tradeoff
-    from adversa.privacy.report import defense_report, write_defense_reports
-
-    start = time.perf_counter()
     check_positive("--members", args.members)
     check_positive("--epochs", args.epochs)
-    fprs = _parse_fprs(args.fpr)
-    options = _options(args)
-    train, test = load_data(args.data, split="train"), load_data(args.data, split="test")
-    if args.members + VALIDATION > len(train) or args.members > len(test):
-        raise BadInput(
-            f"--members {args.members}: {args.data!r} has {len(train)} train and {len(test)} "
-            f"test points; need members + {VALIDATION} train and members test points"
-        )
-    n = args.members
-    members = (train.x[:n], train.y[:n])
-    nonmembers = (test.x[:n], test.y[:n])
-    validation = (train.x[n : n + VALIDATION], train.y[n : n + VALIDATION])
-    rows = defense_tradeoff(
-        members,
-        nonmembers,
-        (test.x, test.y),
-        train.num_classes,
-        options,
-        validation=validation,
-        fprs=fprs,
+    plan = PrivacyDefensePlan(
+        defenses=tuple(n.strip() for n in args.defenses.split(",") if n.strip()),
+        members=args.members,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        label_smoothing=args.label_smoothing,
+        noise_multiplier=args.noise_multiplier,
+        max_grad_norm=args.max_grad_norm,
+        dp_lr=args.dp_lr,
         lira_references=args.lira_references,
+        fprs=parse_fprs(args.fpr),
         seed=args.seed,
+        provenance={k: v for k, v in vars(args).items() if k not in ("handler", "debug")},
     )
-    source = (
-        f"members: first {n} of the train split of {args.data}; non-members: first {n} of its "
-        "test split"
-    )
-    config = {k: v for k, v in vars(args).items() if k not in ("handler", "debug")}
-    data = defense_report(
-        rows,
-        config=config,
-        seed=args.seed,
-        seconds=time.perf_counter() - start,
-        fprs=fprs,
-        membership_source=source,
-    )
-    _, html_path = write_defense_reports(args.out, data)
-    for row in rows:
+    train, test = load_data(args.data, split="train"), load_data(args.data, split="test")
+    report = plan.run(train, test)
+    _, html_path = write_defense_reports(args.out, report)
+    for row in report["options"]:
         eps = "" if row["epsilon"] is None else f"  epsilon {row['epsilon']:.2f}"
         lira = f"  LiRA AUC {row['lira_auc']:.3f}" if "lira_auc" in row else ""
         print(

@@ -11,12 +11,20 @@ adversa text-attack --data movie-reviews|file.csv --attacks pwws,deepwordbug --n
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
-from adversa.cli.common import RichProgress, check_output_file, check_positive, parse_attacks
+from adversa.cli.common import (
+    EXIT_OK,
+    RichProgress,
+    check_output_file,
+    check_positive,
+    parse_attacks,
+)
 from adversa.errors import BadInput
+from adversa.jobs.text import TextAttackPlan, text_victim
+from adversa.text import TextClassifier, load_text_data
+from adversa.text.report import write_text_report
 
 
 def add_text_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -64,92 +72,49 @@ def add_text_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_text_attack(args: argparse.Namespace) -> int:
-    from adversa.text import (
-        TEXT_ATTACKS,
-        TextClassifier,
-        load_text_data,
-        load_text_victim,
-        train_text_classifier,
-    )
-    from adversa.text.base import run_text_attack
-    from adversa.text.data import TEXT_DATASETS
-    from adversa.text.defense import evaluate_augmentation
-    from adversa.text.model import load_text_model
-    from adversa.text.report import text_report, write_text_report
-
-    start = time.perf_counter()
     check_positive("--n", args.n)
     if args.save_model:
         check_output_file("--save-model", args.save_model)
     if args.augment is not None:
         check_positive("--augment", args.augment)
-    names = [TEXT_ATTACKS.canonical(n) for n in parse_attacks(args.attacks)]
-    options: dict[str, Any] = {"seed": args.seed}
-    if args.max_change is not None:
-        options["max_change"] = args.max_change
-    if args.min_similarity is not None:
-        options["min_similarity"] = args.min_similarity
-    attacks = [TEXT_ATTACKS.get(name, **options) for name in names]
+    plan = TextAttackPlan(
+        attacks=tuple(parse_attacks(args.attacks)),
+        n=args.n,
+        max_change=args.max_change,
+        min_similarity=args.min_similarity,
+        seed=args.seed,
+        augment=args.augment,
+        provenance={"model": args.model or f"{Path(args.data).name}-bow", "data": args.data},
+    )
     split = load_text_data(args.data, text_column=args.text_column, label_column=args.label_column)
-    if args.model:
-        model = load_text_model(args.model, trust_model_file=args.trust_model_file)
-    elif args.data in TEXT_DATASETS:
-        model = load_text_victim(data=args.data)
-    else:  # a user's csv: the same bag-of-words recipe on its train split (seconds)
-        model = train_text_classifier(split.train_texts, split.train_labels)
-    if (args.augment or args.save_model) and not isinstance(model, TextClassifier):
+    model = text_victim(args.data, split, args.model, trust_model_file=args.trust_model_file)
+    if args.save_model and not isinstance(model, TextClassifier):
         raise BadInput(
             "--augment and --save-model work on adversa's bag-of-words model; they cannot "
             f"retrain or save a {type(model).__name__} (augment your own pipeline's data)"
         )
-    texts, labels = split.test_texts[: args.n], split.test_labels[: args.n]
-    defense = None
     with RichProgress() as progress:
-        if args.augment:
-            evaluation = evaluate_augmentation(
-                model,
-                split,
-                attacks,
-                n_eval=args.n,
-                n_augment=args.augment,
-                seed=args.seed,
-                progress=progress,
-            )
-            results = evaluation.before
-            defense = evaluation.summary()
-            final_model = evaluation.model
-        else:
-            results = [run_text_attack(a, model, texts, labels, progress=progress) for a in attacks]
-            final_model = model
+        run = plan.run(model, split, progress)
     if args.save_model:
-        final_model.save(args.save_model)
-    config = {
-        "model": args.model or f"{Path(args.data).name}-bow",
-        "data": args.data,
-        "attacks": names,
-        "n": len(texts),
-        "seed": args.seed,
-        "max_change": attacks[0].max_change,
-        "min_similarity": attacks[0].min_similarity,
-        "augment": args.augment,
-    }
-    report = text_report(
-        results,
-        config=config,
-        class_names=split.class_names,
-        defense=defense,
-        seconds=time.perf_counter() - start,
-    )
-    json_path, html_path = write_text_report(args.out, report)
-    for a in report["attacks"]:
-        print(
-            f"{a['name']:<12} success {100 * a['success_rate']:5.1f}% of {a['n_attacked']}  "
-            f"words changed {100 * (a['mean_words_changed'] or 0):4.1f}%  "
-            f"similarity {a['mean_similarity'] or 0:.3f}  queries {a['mean_queries'] or 0:.1f}  "
-            f"{a['seconds']:.1f} s"
-        )
+        run.model.save(args.save_model)
+    json_path, html_path = write_text_report(args.out, run.report)
+    print(summary(run.report))
+    print(f"report: {html_path} (and {json_path})")
+    return EXIT_OK
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A line per attack, and one for the augmentation defense when there is one."""
+    lines = [
+        f"{a['name']:<12} success {100 * a['success_rate']:5.1f}% of {a['n_attacked']}  "
+        f"words changed {100 * (a['mean_words_changed'] or 0):4.1f}%  "
+        f"similarity {a['mean_similarity'] or 0:.3f}  queries {a['mean_queries'] or 0:.1f}  "
+        f"{a['seconds']:.1f} s"
+        for a in report["attacks"]
+    ]
+    defense = report.get("defense")
     if defense:
-        print(
+        lines.append(
             f"augmentation: +{defense['n_added']} texts; clean accuracy "
             f"{100 * defense['clean_accuracy_before']:.1f}% -> "
             f"{100 * defense['clean_accuracy_after']:.1f}%; "
@@ -159,5 +124,4 @@ def cmd_text_attack(args: argparse.Namespace) -> int:
                 for d in defense["attacks"]
             )
         )
-    print(f"report: {html_path} (and {json_path})")
-    return 0
+    return "\n".join(lines)

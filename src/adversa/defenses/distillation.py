@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
+from adversa.defenses.base import DEFENSES, BatchMetrics, DefenseBase, StepContext
 from adversa.defenses.objectives import Standard, ce_value, check_finite, correct, step
 from adversa.errors import BadInput, require
 from adversa.model import Model
@@ -29,7 +29,7 @@ from adversa.model import Model
 
 @DEFENSES.register("distillation", aliases=("defensive-distillation",))
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Distillation:
+class Distillation(DefenseBase):
     """The student stage: cross-entropy at temperature T against the teacher's soft labels.
 
     `teacher` is the trained teacher (any module mapping the batch to logits, on the batch's
@@ -49,6 +49,7 @@ class Distillation:
     )  # the teacher trained at `temperature`; None until the trainer's first stage gives one
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_finite("temperature", self.temperature, positive=True)
         require(
             self.teacher is None or isinstance(self.teacher, nn.Module),
@@ -59,7 +60,13 @@ class Distillation:
         """The defense that trains the teacher: cross-entropy with the softmax at T."""
         return Standard(temperature=self.temperature)
 
-    def with_teacher(self, teacher: nn.Module) -> Distillation:
+    def stages(self) -> list[tuple[str, DefenseBase]]:
+        """Without a teacher: ("teacher", `teacher_stage()`), then ("student", self)."""
+        if self.teacher is None:
+            return [("teacher", self.teacher_stage()), ("student", self)]
+        return [("train", self)]
+
+    def with_teacher(self, teacher: nn.Module | None) -> Distillation:
         return dataclasses.replace(self, teacher=teacher)
 
     def train_batch(

@@ -5,8 +5,9 @@ Each minibatch is replayed `replays` (m) times. Every replay is one forward and 
 pass whose gradients serve twice: the parameter gradient for an optimizer step, the input
 gradient for the perturbation, delta <- project(delta + step_size * sign(grad_x)). As in the
 paper, delta carries over from one minibatch to the next (its first rows, when a batch is
-smaller); it lives in a small mutable `FreeState` beside the frozen config, which
-`state_dict()` / `load_state_dict()` expose so that a checkpoint can include it.
+smaller); it lives in a `FreeState` (`new_state()`), outside the frozen config: the caller
+makes one per run, passes it to every batch as `StepContext.state`, and a checkpoint stores
+its `state_dict()`.
 
 A call makes m optimizer steps: `steps_per_batch` says so, and a trainer matching the budget of
 E epochs of standard training runs ceil(E / m) epochs (the paper's "epochs / m").
@@ -15,6 +16,7 @@ E epochs of standard training runs ceil(E / m) epochs (the paper's "epochs / m")
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -22,16 +24,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adversa.defenses.adversarial import BallDefense
-from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
+from adversa.defenses.base import DEFENSES, BatchMetrics, DefenseState, StepContext
 from adversa.defenses.objectives import check_finite, clean_metrics, correct
-from adversa.errors import require
+from adversa.errors import BadInput, require
 
 
-class FreeState:
+class FreeState(DefenseState):
     """The perturbation carried between minibatches (None before the first one)."""
 
     def __init__(self) -> None:
         self.delta: Tensor | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"delta": None if self.delta is None else self.delta.detach().cpu()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.delta = state.get("delta")
 
     def take(self, x: Tensor) -> Tensor:
         """The carried delta for a batch shaped like `x`: its first rows, zero-padded."""
@@ -71,9 +79,6 @@ class FreeAT(BallDefense):
 
     replays: int = 8  # m: replays of each minibatch, each with its own optimizer step
     step_size: float | None = None  # sign-step on delta per replay; None: eps (the paper)
-    state: FreeState = dataclasses.field(
-        default_factory=FreeState, init=False, repr=False, compare=False
-    )  # the carried perturbation (mutable; not an option)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -89,11 +94,8 @@ class FreeAT(BallDefense):
         """Optimizer steps per `train_batch` call."""
         return self.replays
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"delta": None if self.state.delta is None else self.state.delta.detach().cpu()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.state.delta = state.get("delta")
+    def new_state(self) -> FreeState:
+        return FreeState()
 
     def train_batch(
         self,
@@ -103,11 +105,17 @@ class FreeAT(BallDefense):
         y: Tensor,
         ctx: StepContext,
     ) -> BatchMetrics:
+        carried = ctx.state
+        if not isinstance(carried, FreeState):
+            raise BadInput(
+                "defense 'free-at' carries its perturbation between batches: pass "
+                "StepContext(..., state=defense.new_state()), the same state for every batch"
+            )
         threat = self.threat_at(ctx)
         size = self.step_size if self.step_size is not None else threat.eps
         clean_loss, clean_correct = clean_metrics(module, x, y)
         x = x.detach()
-        delta = self.state.take(x)
+        delta = carried.take(x)
         total = torch.zeros((), device=x.device)
         for _ in range(self.replays):
             x_in = threat.project(x + delta, x).requires_grad_(True)
@@ -119,7 +127,7 @@ class FreeAT(BallDefense):
             total += loss.detach()
             grad = x_in.grad  # x_in is a leaf: the same backward pass filled its gradient
             delta = threat.project(x_in.detach() + size * grad.sign(), x) - x
-        self.state.keep(delta)
+        carried.keep(delta)
         return BatchMetrics(
             loss=float(total) / self.replays,
             clean_loss=clean_loss,

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adversa.attacks.gradient import Ascent, ascend
-from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
+from adversa.defenses.base import DEFENSES, BatchMetrics, DefenseBase, StepContext
 from adversa.errors import require
 from adversa.model import Model
 from adversa.threat import ThreatModel
@@ -146,7 +146,7 @@ def train_on_adversarial(
 
 @DEFENSES.register("none", aliases=("standard",))
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Standard:
+class Standard(DefenseBase):
     """Standard training: cross-entropy on the clean batch, softmax at `temperature`.
 
     `temperature > 1` trains the teacher of defensive distillation (Papernot et al. 2016,
@@ -161,6 +161,7 @@ class Standard:
     temperature: float = 1.0  # softmax temperature during training (distillation's teacher)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_finite("temperature", self.temperature, positive=True)
 
     def train_batch(

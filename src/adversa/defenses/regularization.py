@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adversa.defenses.base import DEFENSES, BatchMetrics, StepContext
+from adversa.defenses.base import DEFENSES, BatchMetrics, DefenseBase, StepContext
 from adversa.defenses.objectives import check_finite, correct, step
 
 
 @DEFENSES.register("igr", aliases=("input-gradient",))
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class InputGradientRegularization:
+class InputGradientRegularization(DefenseBase):
     """CE plus `lam` times the squared L2 norm of the input gradient of the CE.
 
     Cost per batch: one forward pass, one backward pass that builds a graph, and one backward
@@ -35,6 +35,7 @@ class InputGradientRegularization:
     lam: float = 0.3  # weight of the squared input-gradient norm (tuned on [0, 1] digits)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_finite("lam", self.lam)
 
     def train_batch(

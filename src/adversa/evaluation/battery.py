@@ -23,23 +23,21 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from adversa import distributed
-from adversa.attacks import ATTACKS, AttackBase, get_attack
-from adversa.attacks.base import as_model, infer_num_classes
+from adversa.attacks import AttackBase
 from adversa.checks import as_tensor, check_batch
-from adversa.errors import BadInput, describe, is_integer, is_real
+from adversa.errors import BadInput, describe, is_integer
 from adversa.evaluation import sanity
-from adversa.model import Cost, Model, diagnose_mismatch
-from adversa.threat import NORMS, ThreatModel
+from adversa.evaluation.attack_list import AttackSpec, resolve_attacks, sweep_threats
+from adversa.model import Cost, Model, as_model, diagnose_mismatch
+from adversa.threat import ThreatModel
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int], None]  # (description, completed, total)
-AttackSpec = str | AttackBase
 DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
 
 
@@ -142,10 +140,11 @@ def evaluate(
     check_masking: bool = False,
 ) -> EvalResult:
     """Robust accuracy of `model` on (x, y) under `threat`: the per-sample worst case over a
-    cascade of `attacks` (registry names, built with `seed`, or attack objects, whose threat
-    is replaced by `threat`). Attacks that do not support the threat's norm are skipped with a
-    warning; naming only such attacks raises `BadInput`. `checks=False` skips the sanity
-    checks. `progress(description, completed, total)` is called after each batch.
+    cascade of `attacks` (registry names or `NamedAttack`s with option overrides, built with
+    `seed`, or attack objects, whose threat is replaced by `threat`). Attacks that do not
+    support the threat's norm are skipped with a warning; naming only such attacks raises
+    `BadInput`. `checks=False` skips the sanity checks. `progress(description, completed,
+    total)` is called after each batch.
 
     Example::
 
@@ -185,7 +184,8 @@ def evaluate_sweep(
     check_masking: bool = False,
 ) -> SweepResult:
     """`evaluate` at each eps in `eps_values` (the rest of `threat` kept), sharing one clean
-    pass and the model-level checks; adds the eps-monotonicity check over the sweep.
+    pass and the model-level checks; adds the eps-monotonicity check over the sweep. Each
+    attack is built once per eps, here only (`attack_list.resolve_attacks`).
 
     `check_masking=True` adds the costlier checks: the convergence test (twice the steps and
     one more restart for the first iterative attack, on the points still robust) at each eps,
@@ -193,14 +193,6 @@ def evaluate_sweep(
     start = time.perf_counter()
     if not is_integer(batch_size) or batch_size < 1:
         raise BadInput(f"batch_size must be a positive integer, got {describe(batch_size)}")
-    if not isinstance(threat, ThreatModel):
-        raise BadInput(f"threat must be a ThreatModel, got {type(threat).__name__}")
-    if threat.targeted:
-        raise BadInput("evaluate measures untargeted robustness; use a threat with targeted=False")
-    if not isinstance(eps_values, Sequence | Tensor | np.ndarray) or isinstance(eps_values, str):
-        raise BadInput(f"eps_values must be a list of numbers, got {describe(eps_values)}")
-    if len(eps_values) == 0:
-        raise BadInput("eps_values must hold at least one eps")
     if not is_integer(seed):
         raise BadInput(f"seed must be an integer, got {describe(seed)}")
     if progress is not None and not callable(progress):
@@ -208,13 +200,13 @@ def evaluate_sweep(
     for flag, value in (("checks", checks), ("check_masking", check_masking)):
         if not isinstance(value, bool):
             raise BadInput(f"{flag} must be True or False, got {describe(value)}")
-    threats = [threat.with_eps(_eps_value(eps)) for eps in eps_values]
+    threats = sweep_threats(threat, eps_values)
     model = as_model(model, threat.bounds)
     x = as_tensor(x, "x").to(model.device)
     y = as_tensor(y, "y").to(model.device)
     if not x.is_floating_point():
         raise BadInput(f"x must be floating point, got dtype {x.dtype}")
-    num_classes = infer_num_classes(model, x)
+    num_classes = model.resolve_num_classes(x)
     check_batch(x, y, max(threats, key=lambda t: t.eps), num_classes)
     y = y.long()
     plans = [resolve_attacks(attacks, t, seed) for t in threats]
@@ -254,60 +246,6 @@ def evaluate_sweep(
     return SweepResult(
         tuple(results), tuple(warnings), time.perf_counter() - start, tuple(masking_curve)
     )
-
-
-def _eps_value(eps: object) -> float:
-    """One entry of `eps_values` as a float (a 0-d tensor or numpy scalar is fine)."""
-    if isinstance(eps, Tensor | np.ndarray) and eps.ndim == 0:
-        eps = eps.item()
-    if not is_real(eps):
-        raise BadInput(f"eps_values must hold numbers, got {describe(eps)}")
-    return float(eps)
-
-
-def resolve_attacks(
-    attacks: Sequence[AttackSpec] | AttackSpec, threat: ThreatModel, seed: int
-) -> tuple[list[AttackBase], list[str]]:
-    """Build the attack list for `threat`: names through the registry (with `seed`), objects
-    with their threat replaced. A preset (an attack with a `components()` method, such as
-    "autoattack") is expanded into its components, so that each gets its own row, cost and
-    place in the cascade. Returns the attacks and one warning per skipped attack."""
-    if not isinstance(attacks, str | AttackBase | list | tuple):
-        raise BadInput(
-            f"attacks must be a registry name, an attack object or a list of them, got "
-            f"{describe(attacks)}"
-        )
-    items = [attacks] if isinstance(attacks, str | AttackBase) else list(attacks)
-    if not items:
-        raise BadInput("attacks must name at least one attack")
-    resolved: list[AttackBase] = []
-    skipped: list[str] = []
-    for item in items:
-        if isinstance(item, str):
-            name = ATTACKS.canonical(item)
-            norms = getattr(ATTACKS.factory(name), "norms", NORMS)
-        elif isinstance(item, AttackBase):
-            name, norms = item.name, item.norms
-        else:
-            raise BadInput(
-                f"attacks must be registry names or attack objects, got {type(item).__name__}"
-            )
-        if threat.norm not in norms:
-            skipped.append(
-                f"skipped attack {name!r}: it supports {', '.join(norms)}, not {threat.norm}"
-            )
-        else:
-            if isinstance(item, str):
-                attack = get_attack(name, threat, seed=seed)
-            else:
-                attack = item if item.threat == threat else dataclasses.replace(item, threat=threat)
-            components = getattr(attack, "components", None)
-            resolved.extend(components() if callable(components) else [attack])
-    if not resolved:
-        raise BadInput(
-            f"none of the attacks supports the {threat.norm} norm: " + "; ".join(skipped)
-        )
-    return resolved, skipped
 
 
 def _eps_checks(

@@ -68,9 +68,10 @@ class Guarded(Model):
     classifier's logits and a rejection logit (`with_rejection`) whose argmax means "flagged".
     `rejects` tells the harness that predicting the last output is never an attack's success.
 
-    The classifier's own `Model` (an `EOT` wrapper, say) does the forward passes and counts
-    them: `counting()` is the classifier's. `parts(x)` gives the logits and scores separately,
-    for losses that need both. `frozen()` and `eval_mode()` cover classifier and detector.
+    The classifier's own `Model` (an `EOT` view, say) does the forward passes and counts them
+    in its meter, which the composite shares: a scope opened on either, or on a query view of
+    the composite, sees them. `parts(x)` gives the logits and scores separately, for losses
+    that need both. `frozen()` and `eval_mode()` cover classifier and detector.
     """
 
     rejects = True
@@ -86,6 +87,7 @@ class Guarded(Model):
             num_classes=classes,
             bounds=classifier.bounds,
             name=f"{classifier.name}+{detector.name}",
+            meter=classifier.meter,
         )
         self.classifier = classifier
         self.detector = detector
@@ -97,9 +99,6 @@ class Guarded(Model):
     def __call__(self, x: Tensor) -> Tensor:
         logits, score = self.parts(x)
         return with_rejection(logits, score, self.detector)
-
-    def counting(self) -> contextlib.AbstractContextManager:
-        return self.classifier.counting()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

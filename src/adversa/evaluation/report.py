@@ -157,8 +157,8 @@ def write_reports(
     """Write `report.json` and `report.html` into `out_dir` (created if missing), each
     atomically. `results` (optional) supplies the examples for the HTML gallery. For tabular
     data the report also lists, per gallery example, the features the attack changed in
-    original units: `scaler` (a data set's `meta["scaler"]`) undoes the scaling, and by
-    default it is the scaler of the built-in data set named in `report.config["data"]`."""
+    original units when `scaler` (a data set's `meta["scaler"]`) is given to undo the
+    scaling, else in input units."""
     from adversa.evaluation.html import render_html
 
     if results is not None and kind == "tabular":
@@ -187,8 +187,8 @@ def _with_feature_changes(
     result = _first_result(results)
     if result is None or result.x.dim() != 2:
         return report
-    if scaler is None:
-        scaler = _builtin_scaler(report.config.get("data"), result.x.shape[1])
+    if scaler is not None and len(scaler["min"]) != result.x.shape[1]:
+        scaler = None  # a scaler of another width describes other data
     rows = torch.nonzero(result.broken_by >= 0).squeeze(1)[:GALLERY_SIZE]
     if rows.numel() == 0:
         return report
@@ -210,15 +210,3 @@ def _with_feature_changes(
         for i, row in zip(rows.tolist(), changes, strict=True)
     )
     return dataclasses.replace(report, feature_changes=entries)
-
-
-def _builtin_scaler(data: Any, num_features: int) -> Mapping[str, Any] | None:
-    """The scaler of the built-in data set named `data`, if it has one of that width."""
-    from adversa.data import list_datasets, load_data
-
-    if not isinstance(data, str) or data.strip().lower() not in list_datasets():
-        return None
-    scaler = load_data(data).meta.get("scaler")
-    if scaler is None or len(scaler["min"]) != num_features:
-        return None
-    return scaler

@@ -42,7 +42,7 @@ class BuildContext:
 
 
 INPUT_DEFENSES: Registry[Any] = Registry("input defense")
-DETECTORS: Registry[Any] = Registry("detector")
+INPUT_DETECTORS: Registry[Any] = Registry("detector")
 
 
 @INPUT_DEFENSES.register("squeeze", aliases=("bit-depth", "bits"))
@@ -149,7 +149,7 @@ class MagNetSpec:
         return load_reformer(_require_dir(self.dir), ctx.device)
 
 
-@DETECTORS.register("magnet", aliases=("reconstruction",))
+@INPUT_DETECTORS.register("magnet", aliases=("reconstruction",))
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MagNetDetectorSpec:
     """MagNet's reconstruction-error detector."""
@@ -161,7 +161,7 @@ class MagNetDetectorSpec:
         return det.MagNetDetector(load_reformer(_require_dir(self.dir), ctx.device), self.p)
 
 
-@DETECTORS.register("squeeze", aliases=("feature-squeezing",))
+@INPUT_DETECTORS.register("squeeze", aliases=("feature-squeezing",))
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SqueezeDetectorSpec:
     """Feature squeezing's prediction-distance detector (Xu et al. 2018)."""
@@ -173,7 +173,7 @@ class SqueezeDetectorSpec:
         return det.SqueezeDetector(classifier, self.bits, self.median, ctx.bounds)
 
 
-@DETECTORS.register("mahalanobis")
+@INPUT_DETECTORS.register("mahalanobis")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MahalanobisSpec:
     """Mahalanobis distance to class means in feature space (Lee et al. 2018)."""
@@ -186,7 +186,7 @@ class MahalanobisSpec:
         return fdet.MahalanobisDetector(classifier, layers, self.shrinkage)
 
 
-@DETECTORS.register("lid")
+@INPUT_DETECTORS.register("lid")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LIDSpec:
     """Local intrinsic dimensionality (Ma et al. 2018)."""
@@ -287,7 +287,7 @@ def build_detector(
     spec: str, classifier: nn.Module, ctx: BuildContext = BuildContext()
 ) -> det.Detector:
     """The (unfitted, uncalibrated) detector named by `spec`, on `ctx.device`."""
-    _, config = _parse_one(DETECTORS, spec)
+    _, config = _parse_one(INPUT_DETECTORS, spec)
     return config.build(classifier, ctx).to(ctx.device)
 
 
@@ -296,7 +296,7 @@ def list_input_defenses() -> list[str]:
 
 
 def list_detectors() -> list[str]:
-    return DETECTORS.list()
+    return INPUT_DETECTORS.list()
 
 
 def adaptive_parts(module: nn.Module) -> tuple[list[str], list[str]]:

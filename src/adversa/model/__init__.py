@@ -1,17 +1,18 @@
 """Model wrapping, cost counting, query views, the model/data check and weight reading
 (loading a user's model from a spec is `adversa.load`)."""
 
-from adversa.model.accepts import check_model_accepts, diagnose_mismatch
-from adversa.model.cost import Cost, CostCounter
-from adversa.model.wrapped import Access, LabelsOnly, Model, ScoresOnly
+from adversa.model.accepts import check_model_accepts, diagnose_mismatch, infer_num_classes
+from adversa.model.cost import Cost, CostCounter, CostMeter
+from adversa.model.wrapped import Access, Model, as_model
 
 __all__ = [
     "Access",
     "Cost",
     "CostCounter",
-    "LabelsOnly",
+    "CostMeter",
     "Model",
-    "ScoresOnly",
+    "as_model",
     "check_model_accepts",
     "diagnose_mismatch",
+    "infer_num_classes",
 ]

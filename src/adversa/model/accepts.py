@@ -16,12 +16,15 @@ import contextlib
 import math
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from adversa.errors import AdversaError, BadInput, ShapeError
-from adversa.model.wrapped import Model
+
+if TYPE_CHECKING:  # wrapped.py imports this module
+    from adversa.model.wrapped import Model
 
 _CONV = (
     nn.Conv1d,
@@ -61,12 +64,12 @@ def check_model_accepts(model: Model, x: Tensor, *, data: str = "the data") -> T
         raise ShapeError(f"{data} must be a batch of shape (N, ...), got {shape}")
     if x.shape[0] == 0:
         raise ShapeError(f"{data} is an empty batch")
-    inner = getattr(model, "_inner", model)  # a query view or EOT: its model, uncounted
+    inner = model.base  # past any view (query-only, EOT): one pass, never a query
     sample = x[:1].to(inner.device)
     per_sample = tuple(x.shape[1:])
     try:
         with torch.no_grad(), inner.eval_mode():
-            out = Model.__call__(inner, sample)
+            out = inner.run_module(sample)
     except AdversaError:
         raise
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
@@ -112,6 +115,16 @@ def check_model_accepts(model: Model, x: Tensor, *, data: str = "the data") -> T
             f"declared with num_classes={model.num_classes}"
         )
     return out
+
+
+def infer_num_classes(model: Model, x: Tensor) -> int:
+    """The model's number of classes, without changing the model: `model.num_classes` when
+    known (no pass is made, so a randomised model's draws stay as they were), else the width
+    of the logits `check_model_accepts` returns for `x[:1]`. `Model.resolve_num_classes`
+    keeps the result on the model."""
+    if model.num_classes is not None:
+        return model.num_classes
+    return int(check_model_accepts(model, x, data="x").shape[1])
 
 
 @contextlib.contextmanager

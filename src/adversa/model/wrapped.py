@@ -1,18 +1,26 @@
 """`Model`: a classifier `nn.Module` mapping a batch in the threat model's bounds to logits,
-wrapped so that attacks can count its cost and run it in eval mode without surprises."""
+wrapped so that attacks can count its cost and run it in eval mode without surprises.
+
+A model can be *derived* (`Model.derive`): a view with another forward (the mean over EOT
+draws) or a lower access level (scores or labels only) that shares the parent's module,
+bounds, class count and `CostMeter`, so that a pass through any view is counted once, in
+the scopes opened on any of them. Nothing copies another model's state.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from adversa.errors import BadInput, describe, is_integer
-from adversa.model.cost import CostCounter
+from adversa.errors import AccessError, BadInput, describe, is_integer
+from adversa.model.accepts import infer_num_classes
+from adversa.model.cost import Cost, CostCounter, CostMeter
 from adversa.threat import check_bounds
 
 log = logging.getLogger(__name__)
@@ -57,7 +65,12 @@ class Model:
     logits) is counted, per sample, in each open `counting()` scope.
 
     The module must map inputs in `bounds` to logits of shape (B, num_classes); normalisation
-    belongs inside the module. `num_classes` is inferred on first use when not given.
+    belongs inside the module. `num_classes` is given at construction or, when unknown, learnt
+    once by `resolve_num_classes` (the harnesses call it on their first batch).
+
+    `meter` is the `CostMeter` the passes are counted in: a fresh one, or that of another
+    model whose passes this one makes (a composite around a classifier), so that both count
+    in the same scopes. Views made by `derive` always share their parent's.
 
     Outputs other than a tensor are read by one rule, the same for every command: an output
     with a `logits` attribute or key (a Hugging Face `ModelOutput`, a dict, a named tuple)
@@ -67,7 +80,6 @@ class Model:
     naming what the module returned.
     """
 
-    access: Access = Access.GRADIENT
     # True when the last output means "input rejected" (a detector in front of the
     # classifier): predicting it is never an attack's success.
     rejects: bool = False
@@ -79,6 +91,7 @@ class Model:
         num_classes: int | None = None,
         bounds: tuple[float, float] = (0.0, 1.0),
         name: str = "model",
+        meter: CostMeter | None = None,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise BadInput(f"module must be a torch.nn.Module, got {describe(module)}")
@@ -88,33 +101,57 @@ class Model:
             )
         if not isinstance(name, str):
             raise BadInput(f"name must be a string, got {describe(name)}")
+        if meter is not None and not isinstance(meter, CostMeter):
+            raise BadInput(f"meter must be a CostMeter or None, got {describe(meter)}")
         self.module = module
-        self.num_classes = None if num_classes is None else int(num_classes)
+        self._num_classes = None if num_classes is None else int(num_classes)
         self.bounds = check_bounds(bounds)
         self.name = name
+        self.meter = meter if meter is not None else CostMeter()
+        # How much of the model callers get; query views and non-PyTorch models grant less.
+        self.access = Access.GRADIENT
         self._output_warned = False
         param = next(module.parameters(), None)
         buffer = next(module.buffers(), None)
         ref = param if param is not None else buffer
         self.device = ref.device if ref is not None else torch.device("cpu")
         self.dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-        self._counters: list[CostCounter] = []
+
+    @property
+    def num_classes(self) -> int | None:
+        """The number of classes, or None while unknown (see `resolve_num_classes`)."""
+        return self._num_classes
+
+    @property
+    def base(self) -> Model:
+        """The model whose module pass this one's forward builds on: itself unless derived."""
+        return self
+
+    @property
+    def counts_queries(self) -> bool:
+        """True when calls through this model are counted as black-box queries (a query view,
+        or a view derived from one)."""
+        return False
+
+    def resolve_num_classes(self, x: Tensor) -> int:
+        """The number of classes. When it was not given at construction, it is learnt here,
+        once, by `infer_num_classes` on `x` (one forward pass of the base model on `x[:1]`)
+        and kept by the base model, so that it and every view derived from it know it."""
+        base = self.base
+        if base._num_classes is None:
+            base._num_classes = infer_num_classes(self, x)
+        return base._num_classes
 
     def __call__(self, x: Tensor) -> Tensor:
+        return self.run_module(x)
+
+    def run_module(self, x: Tensor) -> Tensor:
+        """One pass of the module on `x` (cast to the model's dtype), counted in the meter:
+        what calling a plain model does, and what views and composites build on."""
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
         logits = self._logits(self.module(x))
-        n = x.shape[0]
-        counters = tuple(self._counters)
-        for counter in counters:
-            counter.forward += n
-        if counters and logits.requires_grad:
-
-            def count_backward(grad: Tensor) -> None:
-                for counter in counters:
-                    counter.backward += n
-
-            logits.register_hook(count_backward)
+        self.meter.record(logits, x.shape[0])
         return logits
 
     def _logits(self, out: object) -> Tensor:
@@ -149,15 +186,10 @@ class Model:
             ]
         return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=self.device)
 
-    @contextlib.contextmanager
-    def counting(self) -> Iterator[CostCounter]:
-        """Open a scope; the yielded counter receives every pass made while it is open."""
-        counter = CostCounter()
-        self._counters.append(counter)
-        try:
-            yield counter
-        finally:
-            self._counters.remove(counter)
+    def counting(self) -> contextlib.AbstractContextManager[CostCounter]:
+        """Open a scope; the yielded counter receives every pass made while it is open, through
+        this model or any model sharing its meter (its views, its parent)."""
+        return self.meter.scope()
 
     def eval_mode(self) -> contextlib.AbstractContextManager[None]:
         """Put every submodule in eval mode; restore each one's previous mode on exit."""
@@ -168,17 +200,108 @@ class Model:
         input gradients only. Both are restored on exit, even on error."""
         return frozen(self.module)
 
-    def scores_only(self) -> ScoresOnly:
-        return ScoresOnly(self)
+    def derive(
+        self,
+        *,
+        forward: Callable[[Tensor], Tensor] | None = None,
+        access: Access | None = None,
+        name: str | None = None,
+    ) -> Model:
+        """A view of this model: the same module, device, bounds, class count and meter, with
+        `forward` in place of calling this model (it should call this model, so that its
+        passes are counted), `access` (at most this model's) and `name`.
 
-    def labels_only(self) -> LabelsOnly:
-        return LabelsOnly(self)
+        A view below gradient access refuses inputs that require gradients (`AccessError`) and
+        runs without autograd; the first such view on a chain counts each call's samples as
+        queries as well as forward passes (a view of it does not count them again)."""
+        return _Derived(self, forward=forward, access=access, name=name)
+
+    def scores_only(self) -> Model:
+        """A view that returns detached scores, counts queries and refuses gradients."""
+        return self.derive(access=Access.SCORES)
+
+    def labels_only(self) -> Model:
+        """A view that returns one-hot labels (B, C), counts queries and refuses gradients."""
+        return self.derive(forward=functools.partial(_one_hot_labels, self), access=Access.LABELS)
 
     def view(self, access: Access) -> Model:
-        """This model if it grants exactly `access`, else the matching query-only view."""
-        if access == self.access or access == Access.GRADIENT:
+        """What a black-box attack needing `access` queries: this model for gradient access or
+        when it already is a query view of that level, else a query view (so that its calls
+        count as queries)."""
+        if access == Access.GRADIENT or (access == self.access and self.counts_queries):
             return self
-        return self.scores_only() if access == Access.SCORES else self.labels_only()
+        return self.labels_only() if access == Access.LABELS else self.derive(access=access)
+
+
+class _Derived(Model):
+    """A view made by `Model.derive`; see there."""
+
+    def __init__(
+        self,
+        parent: Model,
+        *,
+        forward: Callable[[Tensor], Tensor] | None,
+        access: Access | None,
+        name: str | None,
+    ) -> None:
+        if forward is not None and not callable(forward):
+            raise BadInput(f"forward must be a callable or None, got {describe(forward)}")
+        if access is not None and not isinstance(access, Access):
+            raise BadInput(f"access must be an Access level or None, got {describe(access)}")
+        if access is not None and access > parent.access:
+            raise AccessError(
+                f"model {parent.name!r} grants {parent.access.name.lower()} access; a view of "
+                f"it cannot grant {access.name.lower()}"
+            )
+        super().__init__(
+            parent.module, bounds=parent.bounds, name=name or parent.name, meter=parent.meter
+        )
+        self.parent = parent
+        self.access = parent.access if access is None else access
+        self.rejects = parent.rejects
+        self.device, self.dtype = parent.device, parent.dtype
+        self._forward = forward if forward is not None else parent
+        self._counts_own_queries = self.access < Access.GRADIENT and not parent.counts_queries
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.parent.num_classes
+
+    @property
+    def base(self) -> Model:
+        return self.parent.base
+
+    @property
+    def counts_queries(self) -> bool:
+        return self._counts_own_queries or self.parent.counts_queries
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.access == Access.GRADIENT:
+            return self._forward(x)
+        if x.requires_grad:
+            raise AccessError(
+                f"the {self.access.name.lower()}-only view of {self.name!r} grants no "
+                "gradient access"
+            )
+        with torch.no_grad():
+            out = self._forward(x)
+        if self._counts_own_queries:
+            self.meter.add(Cost(queries=x.shape[0]))
+        return out
+
+
+def _one_hot_labels(model: Model, x: Tensor) -> Tensor:
+    scores = model(x)
+    return nn.functional.one_hot(scores.argmax(1), scores.shape[1]).to(scores.dtype)
+
+
+def as_model(model: Model | nn.Module, bounds: tuple[float, float] = (0.0, 1.0)) -> Model:
+    """`model` itself, or a plain `nn.Module` wrapped as a `Model` with `bounds`."""
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, nn.Module):
+        return Model(model, bounds=bounds)
+    raise BadInput(f"model must be an adversa Model or a torch.nn.Module, got {type(model)}")
 
 
 def _take_logits(out: object) -> tuple[Tensor | None, str]:
@@ -206,38 +329,3 @@ def _what(out: object) -> str:
         parts = ", ".join(type(item).__name__ for item in out[:6])
         return f"a {kind} of {len(out)} items ({parts})"
     return f"a {kind}"
-
-
-class ScoresOnly(Model):
-    """A query-only view: returns detached scores, counts queries, refuses gradients."""
-
-    access = Access.SCORES
-
-    def __init__(self, inner: Model) -> None:
-        while isinstance(inner, ScoresOnly):  # a view of a view would count queries twice
-            inner = inner._inner
-        self.__dict__.update(inner.__dict__)
-        self._inner = inner
-
-    def __call__(self, x: Tensor) -> Tensor:
-        from adversa.errors import AccessError
-
-        if x.requires_grad:
-            raise AccessError(
-                f"{type(self).__name__} view of {self.name!r} grants no gradient access"
-            )
-        with torch.no_grad():
-            out = self._inner(x)
-        for counter in self._inner._counters:
-            counter.queries += x.shape[0]
-        return out
-
-
-class LabelsOnly(ScoresOnly):
-    """A decision-only view: returns one-hot labels (B, C) instead of scores."""
-
-    access = Access.LABELS
-
-    def __call__(self, x: Tensor) -> Tensor:
-        scores = super().__call__(x)
-        return torch.nn.functional.one_hot(scores.argmax(1), scores.shape[1]).to(scores.dtype)

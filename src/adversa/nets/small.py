@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from adversa.errors import BadInput, UnknownName
+from adversa.errors import BadInput
+from adversa.registry import Registry
 
 
 class MLP(nn.Sequential):
@@ -95,16 +96,15 @@ def _mlp(hidden: tuple[int, ...]) -> ArchBuilder:
     return build
 
 
-ARCHS: dict[str, ArchBuilder] = {
-    "small-cnn": _cnn((16, 32), 100),  # Wong & Kolter's "small": 166k parameters on MNIST
-    "wide-cnn": _cnn((32, 64), 128),  # twice the channels, for adversarial training
-    "mlp": _mlp((64, 32)),
-    "mlp-wide": _mlp((256, 128)),
-}
+# name -> builder(input_shape, num_classes); `ARCHS.list()` names them
+ARCHS: Registry[nn.Module] = Registry("architecture")
+ARCHS.register("small-cnn")(_cnn((16, 32), 100))  # Wong & Kolter's "small": 166k parameters
+ARCHS.register("wide-cnn")(_cnn((32, 64), 128))  # twice the channels, for adversarial training
+ARCHS.register("mlp")(_mlp((64, 32)))
+ARCHS.register("mlp-wide")(_mlp((256, 128)))
 
 
 def build_arch(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """A freshly initialised (torch's global RNG) architecture `name` for these inputs."""
-    if name not in ARCHS:
-        raise UnknownName("architecture", name, ARCHS)
-    return ARCHS[name](tuple(input_shape), num_classes)
+    """A freshly initialised (torch's global RNG) architecture `name` for these inputs; unknown
+    names raise `UnknownName` with suggestions."""
+    return ARCHS.factory(name)(tuple(input_shape), num_classes)

@@ -24,7 +24,7 @@ from adversa.poisoning.base import (
 )
 from adversa.poisoning.clean_label import CleanLabel
 from adversa.poisoning.detect import (
-    DETECTORS,
+    POISON_DETECTORS,
     ActivationClustering,
     Detection,
     LossFilter,
@@ -38,8 +38,8 @@ from adversa.poisoning.label_flip import LabelFlip
 from adversa.poisoning.strip import STRIP
 
 __all__ = [
-    "DETECTORS",
     "POISONS",
+    "POISON_DETECTORS",
     "STRIP",
     "ActivationClustering",
     "BadNets",

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from adversa.data.dataset import Dataset
 from adversa.errors import BadInput, ShapeError
-from adversa.registry import Registry
+from adversa.threat import ThreatModel, ThreatRegistry, threat_options
 
 __all__ = [
     "POISONS",
@@ -88,16 +88,28 @@ class PoisonAttack(Protocol):
     def __call__(self, dataset: Dataset, seed: int = 0) -> PoisonedSet: ...
 
 
-POISONS: Registry[Callable[..., PoisonAttack]] = Registry("poisoning attack")
+POISONS: ThreatRegistry[Callable[..., PoisonAttack]] = ThreatRegistry("poisoning attack")
+"""Poison configs; those that perturb inputs hold `threat: ThreatModel`, whose eps and norm
+`POISONS.get` also takes flat (`POISONS.get("clean-label", eps=2.0, norm="linf")`)."""
+
+
+def in_data_box(threat: ThreatModel, dataset: Dataset) -> ThreatModel:
+    """`threat`'s ball inside the data's declared box: a poison perturbs the data in its own
+    range, so the box always comes from `dataset.bounds`."""
+    bounds = (float(dataset.bounds[0]), float(dataset.bounds[1]))
+    return threat if threat.bounds == bounds else dataclasses.replace(threat, bounds=bounds)
 
 
 def settings(attack: Any) -> dict[str, Any]:
     """A poison config's fields as plain values for a manifest: modules by class name, tensors
-    (e.g. a target instance) left out."""
+    (e.g. a target instance) left out, a threat as its eps and norm (the box is the data's)."""
     out: dict[str, Any] = {}
     for field in dataclasses.fields(attack):
         value = getattr(attack, field.name)
         if isinstance(value, Tensor):
+            continue
+        if isinstance(value, ThreatModel):
+            out.update({k: v for k, v in threat_options(value).items() if k != "bounds"})
             continue
         out[field.name] = type(value).__name__ if isinstance(value, torch.nn.Module) else value
     return out

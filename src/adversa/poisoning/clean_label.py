@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adversa.attacks.gradient import Ascent, ascend
+from adversa.checks import check_config_types
 from adversa.data.dataset import Dataset
-from adversa.errors import BadInput
+from adversa.errors import BadInput, describe
 from adversa.model.wrapped import frozen
 from adversa.poisoning.backdoor import CORNERS, badnets_trigger
 from adversa.poisoning.base import (
@@ -40,6 +41,7 @@ from adversa.poisoning.base import (
     apply_trigger,
     check_rate,
     check_target,
+    in_data_box,
     settings,
 )
 from adversa.poisoning.surrogate import fit_classifier
@@ -47,6 +49,8 @@ from adversa.rng import make_generator
 from adversa.threat import ThreatModel
 
 __all__ = ["CleanLabel", "pgd_away"]
+
+L2_BALL = ThreatModel(norm="l2", eps=4.0)  # clean-label's default ball (see the notes on MNIST)
 
 
 def pgd_away(
@@ -87,14 +91,14 @@ def pgd_away(
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
 class CleanLabel:
     """Label-consistent backdoor (Turner et al. 2019): `rate` * N target-class images,
-    pushed away from their class by Linf PGD of radius `eps`, then stamped with a BadNets
-    patch. Labels are never changed; `rate` * N must not exceed the target class's size."""
+    pushed away from their class by PGD inside `threat` (its eps in the data's units, its box
+    the data's), then stamped with a BadNets patch. Labels are never changed; `rate` * N must
+    not exceed the target class's size."""
 
     name = "clean-label"
     rate: float = 0.05  # share of the whole training set; every poison is a target-class image
     target_class: int = 0
-    norm: str = "l2"  # "l2" or "linf" (see the module notes on MNIST)
-    eps: float = 4.0  # radius of the adversarial perturbation (in the data's units)
+    threat: ThreatModel = L2_BALL  # the perturbation's ball, "l2" or "linf" (module notes)
     steps: int = 40  # PGD steps on the surrogate
     step_size: float | None = None  # None: 2.5 * eps / steps
     patch_size: int = 5
@@ -105,11 +109,12 @@ class CleanLabel:
     random_start: bool = False  # start PGD at a random point of the ball instead of the image
 
     def __post_init__(self) -> None:
+        check_config_types(self, f"poisoning attack {self.name!r}")
+        if not isinstance(self.threat, ThreatModel):
+            raise BadInput(f"threat must be a ThreatModel, got {describe(self.threat)}")
         check_rate(self.rate)
-        if self.norm not in ("l2", "linf"):
-            raise BadInput(f"norm must be 'l2' or 'linf', got {self.norm!r}")
-        if not self.eps >= 0:
-            raise BadInput(f"eps must be >= 0, got {self.eps}")
+        if self.threat.norm not in ("l2", "linf"):
+            raise BadInput(f"norm must be 'l2' or 'linf', got {self.threat.norm!r}")
         if self.steps < 1 or self.surrogate_epochs < 1:
             raise BadInput(
                 f"steps and surrogate_epochs must be >= 1, got {self.steps} and "
@@ -143,8 +148,8 @@ class CleanLabel:
             model = fit_classifier(
                 dataset.x, dataset.y, dataset.num_classes, epochs=self.surrogate_epochs, seed=seed
             )
-        threat = ThreatModel(norm=self.norm, eps=float(self.eps), bounds=tuple(dataset.bounds))
-        step_size = self.step_size or 2.5 * self.eps / self.steps
+        threat = in_data_box(self.threat, dataset)
+        step_size = self.step_size or 2.5 * threat.eps / self.steps
         start = gen if self.random_start else None
         x_adv = pgd_away(
             model, dataset.x[idx], dataset.y[idx], threat, self.steps, step_size, start

@@ -47,7 +47,7 @@ from adversa.errors import BadInput
 from adversa.poisoning.base import check_rate, detection_metrics
 from adversa.registry import Registry
 
-DETECTORS: Registry[Callable[..., object]] = Registry("poison detector")
+POISON_DETECTORS: Registry[Callable[..., object]] = Registry("poison detector")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -128,7 +128,7 @@ def per_sample_loss(model: object, x: Tensor, y: Tensor, batch_size: int = 512) 
         module.train(was_training)
 
 
-@DETECTORS.register("spectral", aliases=("spectral-signatures",))
+@POISON_DETECTORS.register("spectral", aliases=("spectral-signatures",))
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SpectralSignatures:
     """Spectral signatures (Tran et al. 2018), whitened (Hayase et al. 2021); `rate` is the
@@ -240,7 +240,7 @@ def _two_means(z: Tensor, iters: int) -> tuple[Tensor, Tensor]:
     return torch.cdist(z, centres), torch.cdist(z, centres).argmin(1)
 
 
-@DETECTORS.register("activation-clustering", aliases=("ac", "clustering"))
+@POISON_DETECTORS.register("activation-clustering", aliases=("ac", "clustering"))
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ActivationClustering:
     """Activation clustering (Chen et al. 2018): per class, 2-means on the top `dims` PCA
@@ -279,7 +279,7 @@ class ActivationClustering:
         return Detection(self.name, scores, flagged)
 
 
-@DETECTORS.register("loss", aliases=("loss-filter",))
+@POISON_DETECTORS.register("loss", aliases=("loss-filter",))
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LossFilter:
     """Flag the `rate` share of samples with the highest loss under the model."""
@@ -299,5 +299,5 @@ class LossFilter:
 
 
 def get_detector(name: str, **options: object) -> Callable[..., Detection]:
-    """`DETECTORS.get(name, **options)`, for symmetry with `get_attack`."""
-    return DETECTORS.get(name, **options)  # type: ignore[return-value]
+    """`POISON_DETECTORS.get(name, **options)`, for symmetry with `get_attack`."""
+    return POISON_DETECTORS.get(name, **options)  # type: ignore[return-value]

@@ -52,18 +52,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from adversa.checks import check_config_types
 from adversa.data.dataset import Dataset
-from adversa.errors import BadInput
+from adversa.errors import BadInput, describe
 from adversa.model.wrapped import frozen
-from adversa.poisoning.base import POISONS, PoisonedSet, check_target, settings
+from adversa.poisoning.base import POISONS, PoisonedSet, check_target, in_data_box, settings
 from adversa.poisoning.detect import last_linear, penultimate, penultimate_features
 from adversa.poisoning.feature_collision import _model_check, check_instance, choose_bases
 from adversa.rng import make_generator
+from adversa.threat import ThreatModel
 
 __all__ = ["GradientMatching", "head_ensemble"]
 
 PARAMS: tuple[str, ...] = ("last", "all")
 BASES: tuple[str, ...] = ("random", "gradient-norm")
+CIFAR_BALL = ThreatModel(norm="linf", eps=16 / 255)  # the paper's CIFAR budget
 
 # (embed, gradients): embed maps a (B, ...) input batch to what the trained parameters see
 # (the penultimate features with params="last", the input itself with "all"), batched
@@ -143,7 +146,7 @@ class GradientMatching:
     target_x: Tensor | None = dataclasses.field(default=None, repr=False)  # the test instance
     target_class: int = 0  # the class the target instance should be classified as
     n_poisons: int = 20
-    eps: float = 16 / 255  # Linf radius of each poison's perturbation (the paper's CIFAR budget)
+    threat: ThreatModel = CIFAR_BALL  # each poison's Linf ball (its box: the data's)
     steps: int = 100
     step_size: float = 0.1  # initial signed step, as a share of eps
     restarts: int = 4
@@ -155,8 +158,13 @@ class GradientMatching:
     bases: str = "gradient-norm"  # or "random" (seeded); the paper picks by gradient norm
 
     def __post_init__(self) -> None:
-        if not self.eps > 0:
-            raise BadInput(f"eps must be > 0, got {self.eps}")
+        check_config_types(self, f"poisoning attack {self.name!r}")
+        if not isinstance(self.threat, ThreatModel):
+            raise BadInput(f"threat must be a ThreatModel, got {describe(self.threat)}")
+        if self.threat.norm != "linf":
+            raise BadInput(f"norm must be 'linf' (signed steps), got {self.threat.norm!r}")
+        if not self.threat.eps > 0:
+            raise BadInput(f"eps must be > 0, got {self.threat.eps}")
         if self.steps < 1 or self.restarts < 1:
             raise BadInput(f"steps and restarts must be >= 1, got {self.steps} and {self.restarts}")
         if not self.step_size > 0:
@@ -231,7 +239,8 @@ class GradientMatching:
         model = _model_check(self.model)
         target = check_instance(self.target_x, dataset)
         check_target(self.target_class, dataset)
-        lo, hi = dataset.bounds
+        threat = in_data_box(self.threat, dataset)
+        lo, hi = threat.bounds
         with frozen(model):
             embed, gradients = self._gradients(model, dataset, seed)
             if self.bases == "random":
@@ -252,9 +261,9 @@ class GradientMatching:
 
             gen = make_generator(seed, base.device)
             shape = (self.restarts, *base.shape)
-            deltas = (torch.rand(shape, generator=gen, device=base.device) * 2 - 1) * self.eps
-            deltas = ((base + deltas).clamp(lo, hi) - base).requires_grad_(True)
-            opt = torch.optim.Adam([deltas], lr=self.step_size * self.eps)
+            deltas = (torch.rand(shape, generator=gen, device=base.device) * 2 - 1) * threat.eps
+            deltas = (threat.clip(base + deltas) - base).requires_grad_(True)
+            opt = torch.optim.Adam([deltas], lr=self.step_size * threat.eps)
             milestones = [round(self.steps * f) for f in (3 / 8, 5 / 8, 7 / 8)]
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)
             for _ in range(self.steps):
@@ -263,7 +272,7 @@ class GradientMatching:
                 opt.step()
                 sched.step()
                 with torch.no_grad():
-                    deltas.copy_(((base + deltas.clamp(-self.eps, self.eps)).clamp(lo, hi)) - base)
+                    deltas.copy_(threat.project(base + deltas, base) - base)
             with torch.no_grad():
                 final = total(deltas.detach())
         best = int(final.argmin())

@@ -2,7 +2,7 @@
 shadow models that match the target (Carlini et al. 2022, "Membership Inference Attacks From
 First Principles", arXiv:2112.03570, train every reference model like the target).
 
-`train_arch_stack` builds M copies of an architecture (a key of `adversa.nets.ARCHS` or a
+`train_arch_stack` builds M copies of an architecture (a name in `adversa.nets.ARCHS` or a
 builder), stacks their parameters with `torch.func.stack_module_state`, and trains them all
 with one optimizer over the stacked parameters: each step is one `vmap` of `functional_call`
 over the M models, each on its own mini-batch drawn from its own training half `masks[m]`.
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from adversa.errors import BadInput, ShapeError, UnknownName
+from adversa.errors import BadInput, ShapeError
 from adversa.nets import ARCHS
 from adversa.privacy.stacked import StackedMLP, StackedTraining, train_stacked
 from adversa.rng import make_generator
@@ -45,7 +45,7 @@ OPTIMIZERS = ("adam", "sgd")
 class ArchTraining:
     """How every model of a same-architecture stack trains (only data and seed differ)."""
 
-    arch: str | ArchBuilder  # a key of adversa.nets.ARCHS, or (input_shape, classes) -> Module
+    arch: str | ArchBuilder  # a name in adversa.nets.ARCHS, or (input_shape, classes) -> Module
     epochs: int = 20  # passes over each model's training half
     batch_size: int = 64  # examples per model per step
     lr: float = 1e-3  # peak learning rate (cosine decay to 0 over the run)
@@ -56,8 +56,8 @@ class ArchTraining:
     seed: int = 0  # initialisations and batch orders
 
     def __post_init__(self) -> None:
-        if isinstance(self.arch, str) and self.arch not in ARCHS:
-            raise UnknownName("architecture", self.arch, ARCHS)
+        if isinstance(self.arch, str):
+            ARCHS.canonical(self.arch)  # unknown names raise UnknownName with suggestions
         if not isinstance(self.arch, str) and not callable(self.arch):
             raise BadInput(f"arch must be an ARCHS name or a builder, got {self.arch!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
@@ -92,7 +92,7 @@ class ArchTraining:
         )
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-        builder = ARCHS[self.arch] if isinstance(self.arch, str) else self.arch
+        builder = ARCHS.factory(self.arch) if isinstance(self.arch, str) else self.arch
         return builder(tuple(input_shape), num_classes)
 
 

@@ -98,24 +98,12 @@ class SklearnModel(Model):
             bounds=bounds,
             name=name or type(estimator).__name__,
         )
-        self._access = Access.SCORES if access == "scores" else Access.LABELS
-
-    @property
-    def access(self) -> Access:  # type: ignore[override]
-        """An instance property, not an attribute: query views copy `__dict__` and must keep
-        their own class-level access."""
-        return self._access
+        self.access = Access.SCORES if access == "scores" else Access.LABELS
 
     def __call__(self, x: Tensor) -> Tensor:
         if x.requires_grad:
             raise AccessError(f"{self.name!r} is not differentiable: it grants no gradients")
         return super().__call__(x)
-
-    def view(self, access: Access) -> Model:
-        """Always a query view for black-box access, so that queries are counted."""
-        if access >= Access.GRADIENT:
-            return self
-        return self.scores_only() if access == Access.SCORES else self.labels_only()
 
 
 def load_joblib(path: str | Path, *, trust_model_file: bool = False) -> Any:

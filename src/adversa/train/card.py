@@ -24,7 +24,6 @@ from torch import nn
 from adversa.data import Dataset
 from adversa.errors import BadInput
 from adversa.model import Model
-from adversa.threat import ThreatModel
 from adversa.train.config import TrainConfig
 from adversa.train.output import load_training_output
 from adversa.train.parts import test_accuracy
@@ -85,12 +84,10 @@ def final_evaluation(
     if clean_accuracy is None:
         clean_accuracy = test_accuracy(module, test, device)
     out: dict[str, Any] = {"clean_accuracy": clean_accuracy, "n": len(test)}
-    threat_spec = config.eval_threat()
+    threat = config.eval_threat(test.bounds)
     out["robust"] = None
-    if threat_spec is None:
+    if threat is None:
         return out
-    norm, eps = threat_spec
-    threat = ThreatModel(norm=norm, eps=eps, bounds=test.bounds)  # type: ignore[arg-type]
     subset = test.take(config.eval_size)
     model = Model(module, num_classes=test.num_classes, bounds=test.bounds, name=config.arch)
     result = evaluate(
@@ -103,7 +100,7 @@ def final_evaluation(
         progress=progress,
     )
     robust = result_entry(result)
-    robust.update({"norm": norm, "n": result.n, "attacks_run": list(config.final_eval)})
+    robust.update({"norm": threat.norm, "n": result.n, "attacks_run": list(config.final_eval)})
     out["robust"] = robust
     return out
 
@@ -124,7 +121,6 @@ def build_card(
     """The model card of a finished run, as plain JSON values (what card.json holds)."""
     from adversa.versions import versions
 
-    defense = config.defense
     card = {
         "format": CARD_FORMAT,
         "name": name or f"{config.arch}-{config.defense_name}",
@@ -139,7 +135,7 @@ def build_card(
         "defense": {
             "name": config.defense_name,
             "options": config.to_dict()["defense_options"],
-            "steps_per_batch": getattr(defense, "steps_per_batch", 1),
+            "steps_per_batch": config.trained.steps_per_batch,
         },
         "hyperparameters": {
             "epochs": config.epochs,

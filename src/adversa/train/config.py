@@ -23,10 +23,10 @@ from typing import Any
 
 from adversa.checks import check_config_types
 from adversa.data import Dataset, list_datasets, load_data, stratified_split
-from adversa.defenses.base import DEFENSES, Defense
-from adversa.errors import BadInput, UnknownName, describe, is_integer, is_real
+from adversa.defenses.base import DEFENSES, DefenseBase, defense_options
+from adversa.errors import BadInput, describe, is_integer, is_real
 from adversa.nets import ARCHS
-from adversa.threat import NORMS, check_bounds
+from adversa.threat import NORMS, ThreatModel, check_bounds
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 DEFAULT_FINAL_EVAL: tuple[str, ...] = ("apgd-ce", "apgd-t")
@@ -41,8 +41,8 @@ class TrainConfig:
     """
 
     data: str  # built-in name (trained on its "train" split) or a .npz / .csv / image folder
-    arch: str  # a key of `adversa.nets.ARCHS`
-    defense: Defense | str = "none"  # config from `DEFENSES.get(...)`, or a name for defaults
+    arch: str  # a name in `adversa.nets.ARCHS`
+    defense: DefenseBase | str = "none"  # config from `DEFENSES.get(...)`, or a name
     epochs: int = 10  # passes over the training data
     batch_size: int = 64  # global samples per batch (split over ranks under torchrun)
     lr: float = 1e-3  # peak learning rate (cosine decay to 0 over the run)
@@ -63,7 +63,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.defense, str):
             object.__setattr__(self, "defense", DEFENSES.get(self.defense))
-        elif not hasattr(self.defense, "train_batch") or not hasattr(self.defense, "name"):
+        elif not isinstance(self.defense, DefenseBase):
             raise BadInput(
                 f"defense must be a defense config (DEFENSES.get(name, ...)) or a name, got "
                 f"{type(self.defense).__name__}"
@@ -72,8 +72,7 @@ class TrainConfig:
             raise BadInput(f"data must name a dataset, got {self.data!r}")
         if not isinstance(self.arch, str):
             raise BadInput(f"arch must be an architecture name, got {describe(self.arch)}")
-        if self.arch not in ARCHS:
-            raise UnknownName("architecture", self.arch, ARCHS)
+        ARCHS.canonical(self.arch)  # unknown names raise UnknownName with suggestions
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         if not (is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
@@ -109,8 +108,8 @@ class TrainConfig:
             raise BadInput(f"eval_norm must be one of {', '.join(NORMS)}, got {self.eval_norm!r}")
         if self.bounds is not None:
             object.__setattr__(self, "bounds", check_bounds(self.bounds))
-            own = getattr(self.defense, "bounds", None)
-            if own is not None and tuple(float(b) for b in own) != self.bounds:
+            own = self._defense_bounds()
+            if own is not None and own != self.bounds:
                 raise BadInput(
                     f"bounds {self.bounds} differ from the bounds {tuple(own)} of defense "
                     f"{self.defense_name!r}: give the defense the same range "
@@ -122,25 +121,39 @@ class TrainConfig:
         None (the dataset's own)."""
         if self.bounds is not None:
             return self.bounds
-        own = getattr(self.defense, "bounds", None)
-        return None if own is None else (float(own[0]), float(own[1]))
+        return self._defense_bounds()
+
+    @property
+    def trained(self) -> DefenseBase:
+        """The defense config (`defense` after `__post_init__` resolved a name)."""
+        assert isinstance(self.defense, DefenseBase)
+        return self.defense
+
+    def _defense_bounds(self) -> tuple[float, float] | None:
+        ball = self.trained.ball()
+        return None if ball is None else ball.bounds
 
     @property
     def defense_name(self) -> str:
-        return self.defense.name  # type: ignore[union-attr]
+        return self.trained.name
 
-    def eval_threat(self) -> tuple[str, float] | None:
-        """(norm, eps) of the final robust evaluation, or None when there is none to run."""
-        eps = self.eval_eps if self.eval_eps is not None else getattr(self.defense, "eps", None)
+    def eval_threat(self, bounds: tuple[float, float] | None = None) -> ThreatModel | None:
+        """The threat model of the final robust evaluation, or None when there is none to
+        run: `eval_eps` and `eval_norm` over the defense's ball (norm "linf" for a defense
+        without one), in `bounds` (default: `data_bounds()`, else (0, 1))."""
+        ball = self.trained.ball()
+        eps = self.eval_eps if self.eval_eps is not None else (ball and ball.eps)
         if not self.final_eval or eps is None or eps <= 0:
             return None
-        return self.eval_norm or getattr(self.defense, "norm", "linf"), float(eps)
+        norm = self.eval_norm or (ball.norm if ball is not None else "linf")
+        box = bounds if bounds is not None else self.data_bounds() or (0.0, 1.0)
+        return ThreatModel(norm=norm, eps=float(eps), bounds=box)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; `from_dict(to_dict())` gives an equal config."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["defense"] = self.defense_name
-        out["defense_options"] = defense_options(self.defense)  # type: ignore[arg-type]
+        out["defense_options"] = defense_options(self.trained)
         out["final_eval"] = list(self.final_eval)
         if self.bounds is None:
             del out["bounds"]  # so that runs from before the field existed still resume
@@ -165,18 +178,6 @@ class TrainConfig:
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         return cls(**values)
-
-
-def defense_options(defense: Defense) -> dict[str, Any]:
-    """The options of a defense config: its init fields that take part in equality (a
-    distillation teacher or free-AT's carried perturbation are state, not options)."""
-    if not dataclasses.is_dataclass(defense):
-        return {}
-    return {
-        f.name: getattr(defense, f.name)
-        for f in dataclasses.fields(defense)
-        if f.init and f.compare
-    }
 
 
 def load_splits(config: TrainConfig) -> tuple[Dataset, Dataset]:

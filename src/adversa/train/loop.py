@@ -38,7 +38,7 @@ from torch import nn
 from adversa import distributed
 from adversa.checks import check_in_bounds
 from adversa.data import Dataset
-from adversa.defenses.base import Defense, StepContext
+from adversa.defenses.base import DefenseBase, DefenseState, StepContext
 from adversa.errors import BadInput, describe
 from adversa.nets import build_arch
 from adversa.rng import make_generator
@@ -50,7 +50,6 @@ from adversa.train.parts import (
     cosine,
     derive_seed,
     make_optimizer,
-    stages,
     test_accuracy,
 )
 from adversa.train.rundir import RunDir, cpu_state
@@ -178,14 +177,14 @@ class _Loop:
         full, rest = divmod(len(self.train_set), config.batch_size)
         self.per_epoch = full + (1 if rest >= self.world else 0)
         self.total = config.epochs * self.per_epoch  # batches per stage
-        self.n_stages = len(stages(config.defense))  # type: ignore[arg-type]
+        self.n_stages = len(config.defense.stages())
         self.weight = distributed.ShardWeight()
         self.history: list[dict[str, Any]] = []
         self.seconds = 0.0
         self.cpu_seconds = 0.0
 
     def run(self, checkpoint: dict[str, Any] | None) -> TrainResult:
-        plan = stages(self.config.defense)  # type: ignore[arg-type]
+        plan = self.config.defense.stages()
         names = [name for name, _ in plan]
         done_stage = names.index(checkpoint["stage"]) if checkpoint else -1
         if checkpoint:
@@ -194,12 +193,11 @@ class _Loop:
         teacher: nn.Module | None = None
         module = None
         for index, (stage, defense) in enumerate(plan):
-            if dataclasses.is_dataclass(defense):  # fresh mutable state (free-AT's delta)
-                defense = dataclasses.replace(defense)
             if stage == "student":
-                defense = defense.with_teacher(teacher)  # type: ignore[attr-defined]
+                defense = defense.with_teacher(teacher)
             if index < done_stage:  # finished before the checkpoint: only the teacher matters
-                teacher = self._module(stage, checkpoint["teacher"]).eval()  # type: ignore[index]
+                assert checkpoint is not None
+                teacher = self._module(stage, checkpoint["teacher"]).eval()
                 continue
             own = checkpoint if index == done_stage else None
             module = self._fit(index, stage, defense, own, teacher)
@@ -251,12 +249,13 @@ class _Loop:
         self,
         index: int,
         stage: str,
-        defense: Defense,
+        defense: DefenseBase,
         checkpoint: dict[str, Any] | None,
         teacher: nn.Module | None,
     ) -> nn.Module:
         config = self.config
         module = self._module(stage)
+        state = defense.new_state()  # fresh for the stage (free-AT's carried perturbation)
         optimizer = make_optimizer(config, module)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine(self.total))
         start = 0
@@ -266,18 +265,18 @@ class _Loop:
             scheduler.load_state_dict(checkpoint["scheduler"])
             start = int(checkpoint["epoch"])
             states = checkpoint.get("defense_state")
-            if states and hasattr(defense, "load_state_dict"):
-                defense.load_state_dict(states[self.rank % len(states)])
+            if states:
+                state.load_state_dict(states[self.rank % len(states)])
         net = distributed.data_parallel(module, self.weight) if self.world > 1 else module
         for epoch in range(start, config.epochs):
             began, cpu_began = time.perf_counter(), time.process_time()
-            line = self._epoch(index, stage, epoch, net, optimizer, scheduler, defense)
+            line = self._epoch(index, stage, epoch, net, optimizer, scheduler, defense, state)
             self.seconds += time.perf_counter() - began
             self.cpu_seconds += time.process_time() - cpu_began
             line.update(self._test_accuracy(module))
             self.history.append(line)
             log.info("%s: %s", self.description, line)
-            self._save(stage, epoch + 1, module, optimizer, scheduler, defense, teacher)
+            self._save(stage, epoch + 1, module, optimizer, scheduler, state, teacher)
         return module
 
     def _epoch(
@@ -288,7 +287,8 @@ class _Loop:
         net: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
-        defense: Defense,
+        defense: DefenseBase,
+        state: DefenseState,
     ) -> dict[str, Any]:
         config, size = self.config, self.config.batch_size
         began = time.perf_counter()
@@ -305,7 +305,9 @@ class _Loop:
             gen = make_generator(
                 derive_seed(config.seed, stage, "batch", step, self.rank), self.device
             )
-            ctx = StepContext(step=step, total=self.total, epoch=epoch, seed=config.seed, gen=gen)
+            ctx = StepContext(
+                step=step, total=self.total, epoch=epoch, seed=config.seed, gen=gen, state=state
+            )
             metrics = defense.train_batch(net, optimizer, self.x[mine], self.y[mine], ctx)
             scheduler.step()
             accumulate(sums, metrics, len(mine))
@@ -346,13 +348,13 @@ class _Loop:
         module: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
-        defense: Defense,
+        state: DefenseState,
         teacher: nn.Module | None,
     ) -> None:
-        state = defense.state_dict() if hasattr(defense, "state_dict") else None
+        carried = state.state_dict()
         states = None
-        if state is not None:
-            states = distributed.all_gather(state) if self.world > 1 else [state]
+        if carried:
+            states = distributed.all_gather(carried) if self.world > 1 else [carried]
         if self.run_dir is None or self.rank != 0:
             return
         self.run_dir.save_epoch(

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from adversa.data import Dataset
-from adversa.defenses.base import BatchMetrics, Defense
+from adversa.defenses.base import BatchMetrics
 from adversa.model import Model
 from adversa.train.config import TrainConfig
 
@@ -35,14 +35,6 @@ def derive_seed(seed: int, *parts: object) -> int:
 def cosine(total: int) -> Callable[[int], float]:
     """The learning-rate factor at batch i of `total`: 0.5 (1 + cos(pi i / total))."""
     return lambda i: 0.5 * (1.0 + math.cos(math.pi * min(i, total) / total))
-
-
-def stages(defense: Defense) -> list[tuple[str, Defense]]:
-    """The run's stages: ("train", defense), or for defensive distillation without a teacher
-    ("teacher", its teacher stage) then ("student", defense)."""
-    if getattr(defense, "needs_teacher", False) and getattr(defense, "teacher", None) is None:
-        return [("teacher", defense.teacher_stage()), ("student", defense)]  # type: ignore[attr-defined]
-    return [("train", defense)]
 
 
 def make_optimizer(config: TrainConfig, module: nn.Module) -> torch.optim.Optimizer:

@@ -16,9 +16,10 @@ from adversa.zoo.cache import (
     train_zoo_entry,
     zoo_paths,
 )
-from adversa.zoo.entries import ZooEntry, list_models, zoo_entry
+from adversa.zoo.entries import ZOO_ENTRIES, ZooEntry, list_models, zoo_entry
 
 __all__ = [
+    "ZOO_ENTRIES",
     "ZooEntry",
     "build_zoo_module",
     "cache_dir",

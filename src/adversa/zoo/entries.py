@@ -9,11 +9,13 @@ loop, `adversa.train.loop.train`, like any user's run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from adversa.errors import BadInput, UnknownName
+from adversa.errors import BadInput
+from adversa.registry import Registry
 
 if TYPE_CHECKING:
     from adversa.train.config import TrainConfig
@@ -30,7 +32,7 @@ class ZooEntry:
 
     name: str  # registry name, lower-kebab
     data: str  # built-in dataset: trained on its "train" split, scored on "test"
-    arch: str  # a key of `adversa.nets.ARCHS`
+    arch: str  # a name in `adversa.nets.ARCHS`
     defense: str = "none"  # "none", "pgd-at" (Madry et al. 2018) or "trades" (Zhang et al. 2019)
     eps: float = 0.0  # pgd-at, trades: linf training radius
     epochs: int = 10  # passes over the training split
@@ -93,72 +95,69 @@ class ZooEntry:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-ENTRIES: dict[str, ZooEntry] = {
-    e.name: e
-    for e in (
-        ZooEntry(
-            name="mnist-cnn",
-            data="mnist",
-            arch="small-cnn",
-            epochs=20,
-            lr=2e-3,
-            description="SmallCNN (Wong & Kolter 2018) on 4,000 MNIST digits, standard training",
-        ),
-        ZooEntry(
-            name="mnist-cnn-pgd",
-            data="mnist",
-            arch="small-cnn",
-            defense="pgd-at",
-            eps=0.3,
-            epochs=40,
-            lr=3e-3,
-            pgd_steps=7,
-            eps_ramp=0.3,
-            description="SmallCNN on 4,000 MNIST digits, PGD adversarial training "
-            "(Madry et al. 2018) at linf eps 0.3, 7 steps, eps ramped over 30% of training",
-        ),
-        ZooEntry(
-            name="mnist-cnn-trades",
-            data="mnist",
-            arch="small-cnn",
-            defense="trades",
-            eps=0.3,
-            beta=6.0,
-            epochs=40,
-            lr=3e-3,
-            pgd_steps=7,
-            eps_ramp=0.3,
-            description="SmallCNN on 4,000 MNIST digits, TRADES (Zhang et al. 2019) with beta 6 "
-            "at linf eps 0.3, 7 steps, eps ramped over 30% of training",
-        ),
-        ZooEntry(
-            name="breast-cancer-mlp",
-            data="breast-cancer",
-            arch="mlp",
-            epochs=60,
-            batch_size=32,
-            description="MLP 30-64-32-2 on the min-max scaled breast-cancer table",
-        ),
-        ZooEntry(
-            name="digits-mlp",
-            data="digits",
-            arch="mlp-wide",
-            epochs=30,
-            batch_size=32,
-            description="MLP 64-256-128-10 on scikit-learn's 8x8 digits",
-        ),
-    )
-}
+# name -> recipe; `ZOO_ENTRIES.get(name, epochs=1)` gives a variant (`dataclasses.replace`)
+ZOO_ENTRIES: Registry[ZooEntry] = Registry("model")
+for _entry in (
+    ZooEntry(
+        name="mnist-cnn",
+        data="mnist",
+        arch="small-cnn",
+        epochs=20,
+        lr=2e-3,
+        description="SmallCNN (Wong & Kolter 2018) on 4,000 MNIST digits, standard training",
+    ),
+    ZooEntry(
+        name="mnist-cnn-pgd",
+        data="mnist",
+        arch="small-cnn",
+        defense="pgd-at",
+        eps=0.3,
+        epochs=40,
+        lr=3e-3,
+        pgd_steps=7,
+        eps_ramp=0.3,
+        description="SmallCNN on 4,000 MNIST digits, PGD adversarial training "
+        "(Madry et al. 2018) at linf eps 0.3, 7 steps, eps ramped over 30% of training",
+    ),
+    ZooEntry(
+        name="mnist-cnn-trades",
+        data="mnist",
+        arch="small-cnn",
+        defense="trades",
+        eps=0.3,
+        beta=6.0,
+        epochs=40,
+        lr=3e-3,
+        pgd_steps=7,
+        eps_ramp=0.3,
+        description="SmallCNN on 4,000 MNIST digits, TRADES (Zhang et al. 2019) with beta 6 "
+        "at linf eps 0.3, 7 steps, eps ramped over 30% of training",
+    ),
+    ZooEntry(
+        name="breast-cancer-mlp",
+        data="breast-cancer",
+        arch="mlp",
+        epochs=60,
+        batch_size=32,
+        description="MLP 30-64-32-2 on the min-max scaled breast-cancer table",
+    ),
+    ZooEntry(
+        name="digits-mlp",
+        data="digits",
+        arch="mlp-wide",
+        epochs=30,
+        batch_size=32,
+        description="MLP 64-256-128-10 on scikit-learn's 8x8 digits",
+    ),
+):
+    ZOO_ENTRIES.register(_entry.name)(functools.partial(dataclasses.replace, _entry))
 
 
 def list_models() -> list[str]:
     """Names of the zoo models."""
-    return sorted(ENTRIES)
+    return ZOO_ENTRIES.list()
 
 
 def zoo_entry(name: str) -> ZooEntry:
     """The recipe of zoo model `name`; unknown names raise `UnknownName` with suggestions."""
-    key = name.strip().lower()
-    if key not in ENTRIES:
-        raise UnknownName("model", name, list_models())
-    return ENTRIES[key]
+    return ZOO_ENTRIES.get(name)

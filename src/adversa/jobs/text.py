@@ -1,0 +1,130 @@
+"""`text-attack` as library calls: the victim a command names (`text_victim`) and a frozen
+`TextAttackPlan` whose `run(model, split)` attacks it, optionally defends it by adversarial
+data augmentation, and returns the report `adversa text-attack` writes.
+
+Example::
+
+    split = adversa.text.load_text_data("movie-reviews")
+    plan = TextAttackPlan(attacks=("pwws",), n=50)
+    run = plan.run(text_victim("movie-reviews", split), split)
+    run.report["attacks"][0]["success_rate"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from adversa.errors import BadInput, describe, is_integer
+from adversa.text import TEXT_ATTACKS, TextClassifier, load_text_victim, train_text_classifier
+from adversa.text.base import TextAttack, run_text_attack
+from adversa.text.data import TEXT_DATASETS, TextSplit
+from adversa.text.defense import evaluate_augmentation
+from adversa.text.model import load_text_model
+from adversa.text.report import text_report
+
+Progress = Any  # the library's progress(description, completed, total) callback
+
+
+def text_victim(
+    data: str, split: TextSplit, model: str | None = None, *, trust_model_file: bool = False
+) -> Any:
+    """The model `model` names (a `TextClassifier.save` file or sklearn:PATH.joblib), else
+    the cached bag-of-words filter of a built-in text set, else one trained on `split`'s
+    train texts (seconds)."""
+    if model:
+        return load_text_model(model, trust_model_file=trust_model_file)
+    if data in TEXT_DATASETS:
+        return load_text_victim(data=data)
+    return train_text_classifier(split.train_texts, split.train_labels)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TextAttackPlan:
+    """Which text attacks run on how many test texts, and whether to defend by adversarial
+    data augmentation; validated on construction (the attacks' configs check their options)."""
+
+    attacks: tuple[str, ...] = ("pwws", "deepwordbug")  # TEXT_ATTACKS names
+    n: int = 200  # attack the first n test texts
+    max_change: float | None = None  # largest share of words changed (None: the attack's)
+    min_similarity: float | None = None  # smallest sentence similarity (None: the attack's)
+    seed: int = 0  # seeds the attacks and the augmentation
+    augment: int | None = None  # also defend: attack this many training texts, retrain
+    provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # into config
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attacks, str) or not isinstance(self.attacks, tuple | list):
+            raise BadInput(f"attacks must be a tuple of names, got {describe(self.attacks)}")
+        if not self.attacks:
+            raise BadInput("attacks must name at least one text attack")
+        names = tuple(TEXT_ATTACKS.canonical(name) for name in self.attacks)
+        object.__setattr__(self, "attacks", names)
+        for name in ("n", "augment"):
+            value = getattr(self, name)
+            if (value is not None or name == "n") and (not is_integer(value) or value < 1):
+                raise BadInput(f"{name} must be an integer >= 1, got {describe(value)}")
+        if not isinstance(self.provenance, Mapping):
+            raise BadInput(f"provenance must be a mapping, got {describe(self.provenance)}")
+        self.build()  # the attacks' own checks
+
+    def build(self) -> list[TextAttack]:
+        """The attacks, configured."""
+        options: dict[str, Any] = {"seed": self.seed}
+        if self.max_change is not None:
+            options["max_change"] = self.max_change
+        if self.min_similarity is not None:
+            options["min_similarity"] = self.min_similarity
+        return [TEXT_ATTACKS.get(name, **options) for name in self.attacks]  # type: ignore[misc]
+
+    def run(self, model: Any, split: TextSplit, progress: Progress | None = None) -> TextRun:
+        """Attack `model` on the first `n` test texts of `split` (with `augment`: defend it
+        first, and attack both); the report and the final (augmented) model."""
+        start = time.perf_counter()
+        if self.augment and not isinstance(model, TextClassifier):
+            raise BadInput(
+                "--augment and --save-model work on adversa's bag-of-words model; they cannot "
+                f"retrain or save a {type(model).__name__} (augment your own pipeline's data)"
+            )
+        attacks = self.build()
+        texts, labels = split.test_texts[: self.n], split.test_labels[: self.n]
+        defense = None
+        if self.augment:
+            evaluation = evaluate_augmentation(
+                model,
+                split,
+                attacks,
+                n_eval=self.n,
+                n_augment=self.augment,
+                seed=self.seed,
+                progress=progress,
+            )
+            results, defense, model = evaluation.before, evaluation.summary(), evaluation.model
+        else:
+            results = [run_text_attack(a, model, texts, labels, progress=progress) for a in attacks]
+        config = {
+            **self.provenance,
+            "attacks": list(self.attacks),
+            "n": len(texts),
+            "seed": self.seed,
+            "max_change": attacks[0].max_change,
+            "min_similarity": attacks[0].min_similarity,
+            "augment": self.augment,
+        }
+        report = text_report(
+            results,
+            config=config,
+            class_names=split.class_names,
+            defense=defense,
+            seconds=time.perf_counter() - start,
+        )
+        return TextRun(report, model)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TextRun:
+    """The report of a text attack and the final model (augmented, with the plan's augment)."""
+
+    report: dict[str, Any]
+    model: Any
