@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,29 @@ def _split_meta(source: str, split: str, n_total: int) -> dict[str, Any]:
     }
 
 
+def scaled_table(
+    x: np.ndarray, y: np.ndarray, split: str, *, source: str, feature_names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The `split` rows of a table min-max scaled to [0, 1] by the statistics of the
+    stratified train split (clipped, so test rows stay in bounds), with the split's metadata
+    and the scaler (`meta["scaler"]`) that maps values back to the original units."""
+    train_idx, _ = stratified_split(y)
+    lo = x[train_idx].min(0)
+    scale = x[train_idx].max(0) - lo
+    scale[scale == 0] = 1.0
+    xs, ys = _select(x, y, split)
+    scaled = np.clip((xs - lo) / scale, 0.0, 1.0).astype(np.float32)
+    meta = _split_meta(source, split, len(y))
+    meta["scaler"] = {
+        "min": lo.tolist(),
+        "scale": scale.tolist(),
+        "feature_names": list(feature_names),
+        "fit_on": "train",
+        "clipped": True,
+    }
+    return scaled, ys, meta
+
+
 def _digit_images(
     name: str, arrays: tuple[np.ndarray, np.ndarray], source: str, split: str
 ) -> Dataset:
@@ -138,20 +162,9 @@ def load_breast_cancer(split: str) -> Dataset:
     x = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.int64)
     feature_names = tuple(str(f) for f in bunch.feature_names)
-    train_idx, _ = stratified_split(y)
-    lo = x[train_idx].min(0)
-    scale = x[train_idx].max(0) - lo
-    scale[scale == 0] = 1.0
-    xs, ys = _select(x, y, split)
-    scaled = np.clip((xs - lo) / scale, 0.0, 1.0).astype(np.float32)
-    meta = _split_meta("sklearn.datasets.load_breast_cancer", split, len(y))
-    meta["scaler"] = {
-        "min": lo.tolist(),
-        "scale": scale.tolist(),
-        "feature_names": list(feature_names),
-        "fit_on": "train",
-        "clipped": True,
-    }
+    scaled, ys, meta = scaled_table(
+        x, y, split, source="sklearn.datasets.load_breast_cancer", feature_names=feature_names
+    )
     return Dataset(
         name="breast-cancer",
         x=torch.tensor(scaled),

@@ -90,23 +90,16 @@ def fraud_arrays(seed: int = FRAUD_SEED, n: int = N_ROWS) -> tuple[np.ndarray, n
 
 def load_fraud(split: str) -> Dataset:
     """The "fraud" built-in: `split` is "train", "test" or "all" (stratified, seeded)."""
-    from adversa.data.builtin import _select, _split_meta, stratified_split
+    from adversa.data.builtin import scaled_table
 
     x, y = fraud_arrays()
-    train_idx, _ = stratified_split(y)
-    lo = x[train_idx].min(0)
-    scale = x[train_idx].max(0) - lo
-    scale[scale == 0] = 1.0
-    xs, ys = _select(x, y, split)
-    scaled = np.clip((xs - lo) / scale, 0.0, 1.0).astype(np.float32)
-    meta = _split_meta(f"adversa.data.fraud (synthetic, seed {FRAUD_SEED})", split, len(y))
-    meta["scaler"] = {
-        "min": lo.tolist(),
-        "scale": scale.tolist(),
-        "feature_names": list(FEATURES),
-        "fit_on": "train",
-        "clipped": True,
-    }
+    scaled, ys, meta = scaled_table(
+        x,
+        y,
+        split,
+        source=f"adversa.data.fraud (synthetic, seed {FRAUD_SEED})",
+        feature_names=FEATURES,
+    )
     meta["constraints"] = CONSTRAINTS
     return Dataset(
         name="fraud",
