@@ -449,6 +449,11 @@ EVALUATE = [
         r"--detector-fpr must be in \(0, 1\), got 1\.5",
     ),
     (
+        "evaluate-detector-fpr-without-detector",
+        f"{EV} --detector-fpr 0.1",
+        r"--detector-fpr 0\.1: applies with --detector only",
+    ),
+    (
         "evaluate-detector-fpr-word",
         f"{EV} --detector squeeze --detector-fpr low",
         r"argument --detector-fpr: invalid float value: 'low'",
@@ -668,7 +673,13 @@ CERTIFY = [
     ("certify-norm-l1", f"{CE} --norm l1", r"argument --norm: invalid choice: 'l1'"),
     ("certify-n-points-zero", f"{CE} --n-points 0", r"--n-points must be >= 1, got 0"),
     ("certify-batch-size-zero", f"{CE} --batch-size 0", r"--batch-size must be >= 1, got 0"),
-    ("certify-eot-zero", f"{CE} --eot 0", r"--eot must be >= 1, got 0"),
+    ("certify-eot-zero", f"{CE} --attack-check --eot 0", r"--eot must be >= 1, got 0"),
+    ("certify-eot-without-check", f"{CE} --eot 8", r"--eot 8: applies with --attack-check"),
+    (
+        "certify-attacks-without-check",
+        f"{CE} --attacks pgd",
+        r"--attacks pgd: applies with --attack-check",
+    ),
     ("certify-device", f"{CE} --device tpu", r"--device must be cpu or cuda"),
     ("certify-bounds", f"{CE} --bounds 0;1", r"--bounds must be LO,HI"),
     ("certify-data-missing", f"{CE} --data <missing>", r"nothing\.npz: no such file"),
@@ -815,7 +826,16 @@ INSPECT = [
         f"{IN} --detector activation-clustering --rate 0.1",
         r"'activation-clustering' has no option rate",
     ),
-    ("inspect-retrain-epochs-negative", f"{IN} --retrain-epochs -1", r"--retrain-epochs must"),
+    (
+        "inspect-retrain-epochs-negative",
+        f"{IN} --retrain --retrain-epochs -1",
+        r"--retrain-epochs must",
+    ),
+    (
+        "inspect-retrain-epochs-without-retrain",
+        f"{IN} --retrain-epochs 2",
+        r"--retrain-epochs 2: applies with --retrain only",
+    ),
     (
         "inspect-retrain-no-trigger",
         f"{IN} --retrain --data <flip>/poisoned.npz",

@@ -61,10 +61,12 @@ def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     ce.add_argument("--attack-check", action="store_true", help="also attack at the same eps")
     ce.add_argument(
         "--attacks",
-        default="pgd,apgd-ce",
-        help="attacks of the check for ibp/crown (smoothing: always L2 PGD with EOT)",
+        help="attacks of the check for ibp/crown (default pgd,apgd-ce; smoothing: always L2 "
+        "PGD with EOT); with --attack-check only",
     )
-    ce.add_argument("--eot", type=int, default=16, help="smoothing check: EOT noise draws")
+    ce.add_argument(
+        "--eot", type=int, help="smoothing check: EOT noise draws (default 16; with --attack-check)"
+    )
     ce.add_argument("--seed", type=int, default=0, help="seeds noise and attacks (default 0)")
     ce.add_argument("--device", default="cpu", help="cpu or cuda[:index] (default cpu)")
     ce.add_argument("--out", required=True, help="output directory (created if missing)")
@@ -131,7 +133,11 @@ def _plan(args: argparse.Namespace) -> CertifyPlan:
     for flag, value in (("--n-points", args.n_points), ("--batch-size", args.batch_size)):
         if value is not None:
             check_positive(flag, value)
-    check_positive("--eot", args.eot)
+    for flag, value in (("--attacks", args.attacks), ("--eot", args.eot)):
+        if value is not None and not args.attack_check:
+            raise BadInput(f"{flag} {value}: applies with --attack-check only")
+    if args.eot is not None:
+        check_positive("--eot", args.eot)
     check_device(args.device)
     provenance = {
         "model": args.model,
@@ -151,8 +157,8 @@ def _plan(args: argparse.Namespace) -> CertifyPlan:
         alpha=args.alpha,
         batch_size=args.batch_size,
         attack_check=args.attack_check,
-        attacks=tuple(parse_attacks(args.attacks)) if args.attack_check else (),
-        eot=args.eot,
+        attacks=tuple(parse_attacks(args.attacks or "pgd,apgd-ce")) if args.attack_check else (),
+        eot=16 if args.eot is None else args.eot,
         seed=args.seed,
         provenance=provenance,
     )

@@ -199,7 +199,9 @@ def _check_options(args: argparse.Namespace) -> list[str]:
         raise BadInput("attack 'transfer' needs --surrogate MODEL")
     if args.bpda and args.defense:
         raise BadInput("--bpda is implied by --defense: the adaptive run applies it")
-    if not 0 < args.detector_fpr < 1:
+    if args.detector_fpr is not None and not args.detector:
+        raise BadInput(f"--detector-fpr {args.detector_fpr:g}: applies with --detector only")
+    if args.detector_fpr is not None and not 0 < args.detector_fpr < 1:
         raise BadInput(f"--detector-fpr must be in (0, 1), got {args.detector_fpr}")
     return names
 
@@ -232,7 +234,7 @@ def _plan(args: argparse.Namespace, names: list[str], data: Any) -> EvaluationPl
         bpda=args.bpda,
         defense=args.defense,
         detector=args.detector,
-        detector_fpr=args.detector_fpr,
+        detector_fpr=0.05 if args.detector_fpr is None else args.detector_fpr,
         detector_data=pool,
         certify=args.certify,
         constraints=args.constraints,

@@ -70,8 +70,8 @@ def add_evaluate_options(ev: argparse.ArgumentParser) -> None:
     ev.add_argument(
         "--detector-fpr",
         type=float,
-        default=0.05,
-        help="false-positive rate on clean validation data the detector's threshold is set at",
+        help="false-positive rate on clean validation data the detector's threshold is set at "
+        "(default 0.05; with --detector only)",
     )
 
 

@@ -91,7 +91,9 @@ def _add_inspect_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="retrain a small network without the flagged samples; ASR and accuracy before/after",
     )
-    ins.add_argument("--retrain-epochs", type=int, default=4, help="epochs of the retraining")
+    ins.add_argument(
+        "--retrain-epochs", type=int, help="epochs of the retraining (default 4; with --retrain)"
+    )
     ins.add_argument("--seed", type=int, default=0, help="seed of the retraining")
     ins.add_argument("--out", help="write DIR/inspect.json")
     ins.set_defaults(handler=cmd_inspect_data)
@@ -130,14 +132,16 @@ def cmd_backdoor_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect_data(args: argparse.Namespace) -> int:
-    if args.retrain_epochs < 1:
+    if args.retrain_epochs is not None and not args.retrain:
+        raise BadInput(f"--retrain-epochs {args.retrain_epochs}: applies with --retrain only")
+    if args.retrain_epochs is not None and args.retrain_epochs < 1:
         raise BadInput(f"--retrain-epochs must be >= 1, got {args.retrain_epochs}")
     dataset = load_data(args.data, split="train", label_column=args.label_column)
     plan = InspectPlan(
         detector=args.detector,
         rate=args.rate,
         retrain=args.retrain,
-        retrain_epochs=args.retrain_epochs,
+        retrain_epochs=4 if args.retrain_epochs is None else args.retrain_epochs,
         seed=args.seed,
     )
     model = load_model(args.model, weights=args.weights, trust_model_file=args.trust_model_file)
