@@ -864,6 +864,11 @@ INSPECT = [
 
 TEXT = [
     ("text-n-zero", f"{TX} --n 0", r"--n must be >= 1, got 0"),
+    (
+        "text-column-with-builtin",
+        "text-attack --data movie-reviews --text-column review --n 2 --out <out>",
+        r"--text-column review: applies to a \.csv --data only",
+    ),
     ("text-n-negative", f"{TX} --n -2", r"--n must be >= 1, got -2"),
     ("text-augment-zero", f"{TX} --augment 0", r"--augment must be >= 1, got 0"),
     ("text-attack-unknown", f"{TX} --attacks pwwz", r"unknown text attack 'pwwz'"),

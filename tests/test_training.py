@@ -315,3 +315,14 @@ def test_zoo_model_first_used_under_torchrun_trains_on_rank_0_alone(tmp_path: Pa
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "ev" / "report.json").exists()
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["zoo"]  # run removed
+
+
+def test_train_size_above_the_data_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """A train_size larger than the training split trains on all of it, and says so."""
+    from adversa.train.config import TrainConfig, load_splits
+
+    config = TrainConfig(data="digits", arch="mlp", train_size=10**6)
+    with caplog.at_level("WARNING", logger="adversa.train.config"):
+        train, _ = load_splits(config)
+    assert any("larger than the" in r.getMessage() for r in caplog.records)
+    assert len(train) < 10**6

@@ -42,8 +42,8 @@ def add_text_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         default="movie-reviews",
         help="built-in text set (movie-reviews) or a .csv with a text and a label column",
     )
-    tx.add_argument("--text-column", default="text", help="the text column of a .csv (text)")
-    tx.add_argument("--label-column", default="label", help="the label column of a .csv (label)")
+    tx.add_argument("--text-column", help="the text column of a .csv (default text)")
+    tx.add_argument("--label-column", help="the label column of a .csv (default label)")
     tx.add_argument("--attacks", default="pwws,deepwordbug", help="comma-separated text attacks")
     tx.add_argument("--n", type=int, default=200, help="attack the first N test texts")
     tx.add_argument(
@@ -86,7 +86,14 @@ def cmd_text_attack(args: argparse.Namespace) -> int:
         augment=args.augment,
         provenance={"model": args.model or f"{Path(args.data).name}-bow", "data": args.data},
     )
-    split = load_text_data(args.data, text_column=args.text_column, label_column=args.label_column)
+    for flag, value in (("--text-column", args.text_column), ("--label-column", args.label_column)):
+        if value is not None and not args.data.lower().endswith(".csv"):
+            raise BadInput(f"{flag} {value}: applies to a .csv --data only, got {args.data!r}")
+    split = load_text_data(
+        args.data,
+        text_column=args.text_column or "text",
+        label_column=args.label_column or "label",
+    )
     model = text_victim(args.data, split, args.model, trust_model_file=args.trust_model_file)
     if args.save_model and not isinstance(model, TextClassifier):
         raise BadInput(

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +31,8 @@ from adversa.threat import NORMS, ThreatModel, check_bounds
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 DEFAULT_FINAL_EVAL: tuple[str, ...] = ("apgd-ce", "apgd-t")
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -212,6 +215,12 @@ def load_splits(config: TrainConfig) -> tuple[Dataset, Dataset]:
         raise BadInput(
             f"test data {test.name!r} has labels up to {int(test.y.max())}, beyond the "
             f"{train.num_classes} classes of the training data {train.name!r}"
+        )
+    if config.train_size is not None and config.train_size > len(train):
+        log.warning(
+            "train_size %d is larger than the %d training samples: training on all of them",
+            config.train_size,
+            len(train),
         )
     return train.take(config.train_size), test
 
