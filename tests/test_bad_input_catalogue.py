@@ -236,8 +236,8 @@ TR = "train --data <data> --arch mlp --epochs 1 --final-eval none --out <out>"
 FACTORY = "--model <factory>:make --weights <weights>"
 CE = f"certify {FACTORY} --data <data> --method ibp --eps 0.01 --n-points 4 --out <out>"
 SM = (
-    f"certify {FACTORY} --data <data> --method smoothing --sigma 0.25 --n0 10 --n 20 "
-    "--n-points 2 --out <out>"
+    f"certify {FACTORY} --data <data> --method smoothing --sigma 0.25 --n0 10 --samples 20 "
+    "--n 2 --out <out>"
 )
 PO = "poison --data <data> --attack badnets --rate 0.1 --target-class 0 --out <out>"
 BE = "backdoor-eval --model <script> --backdoor <pois> --data <data>"
@@ -671,7 +671,8 @@ CERTIFY = [
     ("certify-eps-word", f"{CE} --eps wide", r"--eps: cannot read 'wide'"),
     ("certify-eps-too-large", f"{CE} --eps 2", r"eps=2(\.0)? is larger than the bounds"),
     ("certify-norm-l1", f"{CE} --norm l1", r"argument --norm: invalid choice: 'l1'"),
-    ("certify-n-points-zero", f"{CE} --n-points 0", r"--n-points must be >= 1, got 0"),
+    ("certify-n-points-zero", f"{CE} --n-points 0", r"--n must be >= 1, got 0"),
+    ("certify-n-zero-points", f"{CE} --n 0", r"--n must be >= 1, got 0"),
     ("certify-batch-size-zero", f"{CE} --batch-size 0", r"--batch-size must be >= 1, got 0"),
     ("certify-eot-zero", f"{CE} --attack-check --eot 0", r"--eot must be >= 1, got 0"),
     ("certify-eot-without-check", f"{CE} --eot 8", r"--eot 8: applies with --attack-check"),
@@ -698,7 +699,7 @@ CERTIFY = [
         r"model\.joblib: not a joblib/pickle file",
     ),
     ("certify-npz-label-column", f"{CE} --label-column y", r"--label-column y: only \.csv"),
-    ("certify-n-points-word", f"{CE} --n-points few", r"argument --n-points: invalid int"),
+    ("certify-n-points-word", f"{CE} --n-points few", r"argument --n/--n-points: invalid int"),
     ("certify-model-garbage", f"{CE} --model <garbage>", r"garbage\.pt: not a TorchScript"),
     ("certify-attack-unknown", f"{CE} --attack-check --attacks pgdd", r"unknown attack 'pgdd'"),
     ("certify-smoothing-without-sigma", SM.replace(" --sigma 0.25", ""), r"needs --sigma"),
@@ -711,7 +712,9 @@ CERTIFY = [
     ("certify-alpha-nan", f"{SM} --alpha nan", r"alpha must be in \(0, 1\), got nan"),
     ("certify-n0-negative", f"{SM} --n0 -1", r"n0 must be an integer >= 1, got -1"),
     ("certify-n0-zero", f"{SM} --n0 0", r"n0 must be an integer >= 1, got 0"),
-    ("certify-n-zero", f"{SM} --n 0", r"\bn must be an integer >= 1, got 0"),
+    ("certify-samples-zero", f"{SM} --samples 0", r"--samples must be >= 1, got 0"),
+    ("certify-samples-negative", f"{SM} --samples -5", r"--samples must be >= 1, got -5"),
+    ("certify-samples-word", f"{SM} --samples many", r"argument --samples: invalid int"),
     ("certify-alpha-zero", f"{SM} --alpha 0", r"alpha must be in \(0, 1\), got 0"),
     ("certify-alpha-above-one", f"{SM} --alpha 1.5", r"alpha must be in \(0, 1\), got 1\.5"),
 ]

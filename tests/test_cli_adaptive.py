@@ -113,6 +113,40 @@ def test_eot_flag_on_a_randomised_model(setup, tmp_path):
     assert pgd["backward_calls"] >= 8 * pgd["attacked"]
 
 
+def test_eot_silences_the_randomised_warning_and_flags_a_deterministic_model(setup, tmp_path):
+    # Without --eot the noisy model is flagged as needing EOT; with it, no longer.
+    plain = _run(setup, tmp_path / "a", "noisy", "wrapped", "--attacks", "pgd", "--steps", "5")
+    assert any("need expectation over transformation" in w for w in plain["warnings"])
+    noisy = _run(
+        setup, tmp_path / "b", "noisy", "wrapped", "--attacks", "pgd", "--steps", "5", "--eot", "8"
+    )
+    assert not any("randomised" in w or "EOT" in w for w in noisy["warnings"])
+    # On a deterministic model --eot is redundant at 8x the cost: said so.
+    det = _run(
+        setup, tmp_path / "c", "mlp", "mlp", "--attacks", "pgd", "--steps", "5", "--eot", "8"
+    )
+    assert any("deterministic" in w and "redundant" in w and "8x" in w for w in det["warnings"])
+    assert "8x" in (tmp_path / "c" / "report.html").read_text()
+    # Behind a deterministic input defense, --eot is not used: said so too.
+    guarded = _run(
+        setup, tmp_path / "d", "mlp", "mlp", "--attacks", "pgd", "--steps", "5", "--eot", "8",
+        "--defense", "squeeze:bits=4",
+    )  # fmt: skip
+    assert any(w.startswith("--eot 8: not used") for w in guarded["warnings"])
+
+
+def test_detector_only_evaluate_has_no_defense_none_line(setup, tmp_path, capsys):
+    extra = ("--attacks", "pgd", "--steps", "5", "--n", "30", "--detector", "squeeze")
+    report = _run(setup, tmp_path, "mlp", "mlp", *extra)
+    assert report["defense"]["detector"]["spec"] == "squeeze"
+    out = capsys.readouterr().out
+    assert "detector squeeze:" in out
+    assert "defense none" not in out
+    html = (tmp_path / "report.html").read_text()
+    assert "Detector <code>squeeze</code>" in html
+    assert "<code>none</code>" not in html and "naive versus adaptive" not in html
+
+
 def test_surrogate_flag_runs_a_transfer_attack(setup, tmp_path):
     report = _run(
         setup,

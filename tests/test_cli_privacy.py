@@ -86,6 +86,27 @@ def test_privacy_default_split_from_data(files, tmp_path) -> None:
     assert "assumed to be the training data" in data["membership_source"]
 
 
+def test_privacy_flags_auc_below_chance_and_unresolvable_fpr(files, tmp_path, capsys) -> None:
+    """Swapped membership: the threshold attack's AUC falls below 0.5 and is flagged; 120
+    non-members cannot resolve 0.1% FPR, so that TPR prints n/a and JSON flags it."""
+    out = tmp_path / "swapped"
+    argv = ["privacy", "--model", str(files["model"]), "--attack", "threshold"]
+    argv += ["--members", str(files["nonmembers"]), "--nonmembers", str(files["members"])]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    attack = json.loads((out / "privacy.json").read_text())["attacks"][0]
+    assert attack["auc"] < 0.5 and "below 0.5" in attack["warnings"][0]
+    assert "warning: loss-threshold: AUC" in printed and "below 0.5" in printed
+    assert isinstance(attack["tpr_at_fpr"]["0.001"], float)  # the value stays, flagged
+    assert attack["tpr_at_fpr_resolvable"] == {"0.01": True, "0.001": False}
+    assert attack["min_fpr"] == pytest.approx(1 / N)
+    assert "TPR@0.1%FPR n/a (needs >= 1,000 non-members)" in printed
+    assert "TPR@1%FPR" in printed and "TPR@1%FPR n/a" not in printed
+    assert f"smallest FPR they resolve is 1/{N} = 0.833%" in printed
+    html = (out / "privacy.html").read_text()
+    assert "n/a (needs &gt;= 1,000 non-members)" in html and "below 0.5" in html
+
+
 @pytest.mark.parametrize("fpr", ["0", "1", "1.5", "-0.01,0.01", "nan"])
 def test_fpr_outside_unit_interval_exits_2(files, tmp_path, capsys, fpr) -> None:
     argv = ["privacy", *_known(files), "--attack", "threshold", f"--fpr={fpr}"]

@@ -56,7 +56,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     (
         "certify-smoothing",
         "certify --model {d}/train --data digits --method smoothing --sigma 0.25 --n0 20 "
-        "--n 100 --n-points 10 --seed 0 --out {d}/smooth",
+        "--samples 100 --n 10 --seed 0 --out {d}/smooth",
         "smooth/certify.json",
     ),
     (

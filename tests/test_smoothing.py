@@ -209,7 +209,7 @@ def test_cli_certify_smoothing(noisy_mlp, tmp_path, capsys):
     argv = [
         "certify", "--model", f"{tmp_path / 'net.py'}:make", "--weights",
         str(tmp_path / "weights.pt"), "--data", str(tmp_path / "digits.npz"), "--method",
-        "smoothing", "--sigma", "0.25", "--n", "500", "--out", str(tmp_path / "ok"),
+        "smoothing", "--sigma", "0.25", "--samples", "500", "--out", str(tmp_path / "ok"),
     ]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     data = json.loads((tmp_path / "ok" / "certify.json").read_text())
@@ -220,10 +220,17 @@ def test_cli_certify_smoothing(noisy_mlp, tmp_path, capsys):
     assert 0 <= data["abstention_rate"] < 0.2 and data["warnings"] == []
     assert "Certified accuracy versus L2 radius" in (tmp_path / "ok" / "certify.html").read_text()
 
-    few = [*argv[:-4], "--n", "9", "--out", str(tmp_path / "few")]
+    capsys.readouterr()
+    few = [*argv[:-4], "--samples", "9", "--n", "30", "--out", str(tmp_path / "few")]
     assert main(few) == 0
     captured = capsys.readouterr()
     data = json.loads((tmp_path / "few" / "certify.json").read_text())
     assert data["abstention_rate"] == 1.0
     assert any("can never certify" in w for w in data["warnings"])
     assert "warning: CERTIFY with n=9" in captured.out
+    # --n counts points, as in every other command; the header's "n=" is the warning's n
+    assert data["n"] == 30 and data["smoothing"]["n"] == 9
+    header = captured.out.splitlines()[0]
+    assert "30 points, n=9 noise samples per point" in header and "n=30" not in header
+    assert main([*argv[:-4], "--n-points", "5", "--out", str(tmp_path / "old")]) == 0
+    assert json.loads((tmp_path / "old" / "certify.json").read_text())["n"] == 5

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 IMAGE_PX = 112  # small images are upscaled (nearest neighbour) to about this size
+SERIES_COLOURS = ("#2563eb", "#16a34a", "#d97706", "#9333ea")  # line chart, series in order
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;
@@ -218,11 +219,16 @@ def line_chart_svg(
     label: str = "robust accuracy versus eps",
     width: int = 560,
     height: int = 300,
+    name: str = "",
+    series: Sequence[tuple[str, Sequence[tuple[float, float]]]] = (),
 ) -> str:
     """A share in [0, 1] (y, gridded at quarters) against x >= 0 as an inline SVG line chart,
-    one dot per point (its tooltip `x_name=x: y`) and an x tick at each point."""
+    one dot per point (its tooltip `x_name=x: y`) and an x tick at each point. `series` adds
+    further (name, points) lines, dashed in other colours, with a legend naming `name` (the
+    first line's) and theirs."""
     left, right, top, bottom = 56, 16, 14, 40
-    max_x = max(x for x, _ in points) or 1.0
+    every = [*points, *(p for _, more in series for p in more)]
+    max_x = max(x for x, _ in every) or 1.0
 
     def sx(x: float) -> float:
         return left + (width - left - right) * x / max_x
@@ -238,22 +244,38 @@ def line_chart_svg(
             f'stroke="#e3e6ea"/><text x="{left - 8}" y="{y + 4:.1f}" '
             f'text-anchor="end">{tick:.0%}</text>'
         )
-    for x, _ in points:
+    for x in sorted({x for x, _ in every}):
         grid.append(
             f'<text x="{sx(x):.1f}" y="{height - bottom + 18}" text-anchor="middle">'
             f"{escape(fmt(x))}</text>"
         )
-    line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-    dots = "".join(
-        f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="#2563eb">'
-        f"<title>{escape(x_name)}={escape(fmt(x))}: {pct(y)}</title></circle>"
-        for x, y in points
-    )
+    lines, legend = [], []
+    for k, (title, pts) in enumerate([(name, points), *series]):
+        colour = SERIES_COLOURS[k % len(SERIES_COLOURS)]
+        dash = ' stroke-dasharray="6 4"' if k else ""
+        line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+        prefix = f"{title}, " if title else ""
+        dots = "".join(
+            f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="{3 if k else 4}" fill="{colour}">'
+            f"<title>{escape(prefix + x_name)}={escape(fmt(x))}: {pct(y)}</title></circle>"
+            for x, y in pts
+        )
+        lines.append(
+            f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>'
+            + dots
+        )
+        if series:
+            y = top + 14 + 18 * k
+            legend.append(
+                f'<line x1="{width - right - 150}" y1="{y - 4}" x2="{width - right - 126}" '
+                f'y2="{y - 4}" stroke="{colour}" stroke-width="2"{dash}/>'
+                f'<text x="{width - right - 120}" y="{y}">{escape(title)}</text>'
+            )
     body = (
         f"{''.join(grid)}"
         f'<line x1="{left}" y1="{sy(0):.1f}" x2="{width - right}" y2="{sy(0):.1f}" '
-        f'stroke="#98a2b3"/><polyline points="{line}" fill="none" stroke="#2563eb" '
-        f'stroke-width="2"/>{dots}<text x="{(left + width - right) / 2:.0f}" '
+        f'stroke="#98a2b3"/>{"".join(lines)}{"".join(legend)}'
+        f'<text x="{(left + width - right) / 2:.0f}" '
         f'y="{height - 6}" text-anchor="middle">{escape(x_label)}</text>'
     )
     return svg_frame(width, height, label, body)

@@ -10,6 +10,7 @@ backward linear pass per layer).
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from adversa.certify.run import verify_in_batches
@@ -25,9 +26,11 @@ def certify_sweep(
     certified point an attack broke or eps where certified accuracy beats robust accuracy."""
     entries, bugs = [], []
     for result in sweep:
+        start = time.perf_counter()
         ok = verify_in_batches(
             model, result.x, result.y, result.threat, method, batch_size, progress
         )
+        seconds = time.perf_counter() - start
         broken = int((ok & ~result.robust).sum())
         certified = float(ok.float().mean())
         entries.append(
@@ -37,6 +40,7 @@ def certify_sweep(
                 "certified_accuracy": certified,
                 "robust_accuracy": result.robust_accuracy,
                 "certified_but_broken": broken,
+                "seconds": seconds,  # the verifier's wall time at this eps
             }
         )
         if broken:

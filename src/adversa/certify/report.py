@@ -177,6 +177,8 @@ def _cards(data: dict[str, Any]) -> str:
         (f"{label} accuracy at {radius} {fmt(first['eps'])}", pct(first["certified_accuracy"])),
         ("points", str(data["n"])),
     ]
+    if data.get("smoothing"):  # the smoothing warnings' "n": noise samples, not points
+        headline.append(("noise samples per point (n)", str(data["smoothing"]["n"])))
     if data["abstention_rate"] is not None:
         headline.insert(2, ("abstention rate", pct(data["abstention_rate"])))
     if "empirical_robust_accuracy" in first:

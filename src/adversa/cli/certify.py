@@ -1,9 +1,12 @@
 """`adversa certify`: the command line of `adversa.jobs.certify.CertifyPlan`.
 
     adversa certify --model M --data D --method smoothing|ibp|crown|crown-ibp
-                    [--eps E[,E2]] [--norm linf|l2] [--sigma S --n0 100 --n 10000
-                    --alpha 0.001] [--batch-size B] [--n-points N] [--attack-check
+                    [--eps E[,E2]] [--norm linf|l2] [--sigma S --n0 100 --samples 10000
+                    --alpha 0.001] [--batch-size B] [--n N] [--attack-check
                     [--attacks pgd,apgd-ce] [--eot K]] [--seed S] [--device D] --out DIR
+
+--n is the number of test points, as in every other command (`--n-points` is accepted too);
+the smoothing noise draws per point are --samples (up to 0.1.0, `certify --n` meant these).
 
 Writes DIR/certify.json and DIR/certify.html. With --attack-check, attacks run at the same
 eps on the same points and any certificate they contradict is reported as a BUG (also on
@@ -57,7 +60,13 @@ def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     ce.add_argument("--label-column", help="the label column of a .csv dataset")
     ce.add_argument("--bounds", help="input range LO,HI (default: the dataset's)")
     _add_method_options(ce)
-    ce.add_argument("--n-points", type=int, help="certify the first N test points (default all)")
+    ce.add_argument(
+        "--n",
+        "--n-points",
+        dest="n_points",
+        type=int,
+        help="certify the first N test points (default all); smoothing noise draws: --samples",
+    )
     ce.add_argument("--attack-check", action="store_true", help="also attack at the same eps")
     ce.add_argument(
         "--attacks",
@@ -84,7 +93,12 @@ def _add_method_options(ce: argparse.ArgumentParser) -> None:
     ce.add_argument("--norm", choices=("linf", "l2"), help="default linf (smoothing: l2)")
     ce.add_argument("--sigma", type=float, help="smoothing: noise standard deviation")
     ce.add_argument("--n0", type=int, default=100, help="smoothing: selection samples")
-    ce.add_argument("--n", type=int, default=10_000, help="smoothing: estimation samples")
+    ce.add_argument(
+        "--samples",
+        type=int,
+        default=10_000,
+        help="smoothing: estimation noise samples per point (Cohen et al.'s n)",
+    )
     ce.add_argument("--alpha", type=float, default=0.001, help="smoothing: failure probability")
     ce.add_argument(
         "--batch-size",
@@ -130,7 +144,7 @@ def _plan(args: argparse.Namespace) -> CertifyPlan:
         raise BadInput(f"--method {args.method} needs --eps")
     if not smoothing and args.sigma is not None:
         raise BadInput(f"--sigma {args.sigma:g}: applies to --method smoothing only")
-    for flag, value in (("--n-points", args.n_points), ("--batch-size", args.batch_size)):
+    for flag, value in (("--n", args.n_points), ("--batch-size", args.batch_size)):
         if value is not None:
             check_positive(flag, value)
     for flag, value in (("--attacks", args.attacks), ("--eot", args.eot)):
@@ -138,6 +152,7 @@ def _plan(args: argparse.Namespace) -> CertifyPlan:
             raise BadInput(f"{flag} {value}: applies with --attack-check only")
     if args.eot is not None:
         check_positive("--eot", args.eot)
+    check_positive("--samples", args.samples)
     check_device(args.device)
     provenance = {
         "model": args.model,
@@ -153,7 +168,7 @@ def _plan(args: argparse.Namespace) -> CertifyPlan:
         bounds=parse_bounds(args.bounds) if args.bounds else None,
         sigma=args.sigma,
         n0=args.n0,
-        n=args.n,
+        n=args.samples,
         alpha=args.alpha,
         batch_size=args.batch_size,
         attack_check=args.attack_check,
@@ -166,13 +181,16 @@ def _plan(args: argparse.Namespace) -> CertifyPlan:
 
 def summary(report: dict[str, Any]) -> str:
     """A few lines for the terminal: certified (and empirical) accuracy per eps, warnings."""
-    config = report["config"]
+    config, smoothing = report["config"], report["smoothing"]
+    # the points are "points"; "n=" is the smoothing noise samples, as in its warnings
+    draws = "" if smoothing is None else f"n={smoothing['n']} noise samples per point, "
     lines = [
-        f"{config.get('model')} on {config.get('data')}: {report['method']}, n={report['n']}, "
-        f"{report['norm']}, seed {report['seed']}, {report['seconds']:.1f} s",
+        f"{config.get('model')} on {config.get('data')}: {report['method']}, "
+        f"{report['n']} points, {draws}{report['norm']}, seed {report['seed']}, "
+        f"{report['seconds']:.1f} s",
         f"clean accuracy (base model)  {100 * report['clean_accuracy']:5.1f}%",
     ]
-    if report["smoothing"] is not None:
+    if smoothing is not None:
         lines.append(f"abstention rate              {100 * report['abstention_rate']:5.1f}%")
     label = "certified" if report["method"] == "smoothing" else "verified "
     for entry in report["results"]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from adversa.data import list_datasets, load_data
 from adversa.errors import BadInput
+from adversa.evaluation.adaptive_eval import NO_DEFENSE
 
 
 def add_reformer_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -111,11 +112,13 @@ def cmd_train_reformer(args: argparse.Namespace) -> int:
 
 def defense_summary(defense: Mapping[str, Any]) -> str:
     """Terminal lines from the report's `defense` entry: naive and adaptive robust accuracy,
-    and the detector's numbers."""
-    lines = [
-        f"defense {defense['spec']}: robust accuracy {defense['naive_robust_accuracy']:.1%} "
-        f"naive, {defense['adaptive_robust_accuracy']:.1%} adaptive (the headline above)"
-    ]
+    and the detector's numbers; no defense line when only a detector was evaluated."""
+    lines = []
+    if defense["spec"] != NO_DEFENSE:
+        lines.append(
+            f"defense {defense['spec']}: robust accuracy {defense['naive_robust_accuracy']:.1%} "
+            f"naive, {defense['adaptive_robust_accuracy']:.1%} adaptive (the headline above)"
+        )
     det = defense.get("detector")
     if det is not None:
         metrics = det.get("metrics")

@@ -30,7 +30,7 @@ from adversa.jobs.inversion import InversionPlan
 from adversa.jobs.privacy import MembershipPlan, candidates, target_recipe, training_splits
 from adversa.load import load_model
 from adversa.privacy.metrics import check_fpr
-from adversa.privacy.report import write_membership_reports
+from adversa.privacy.report import attack_warnings, tpr_text, write_membership_reports
 
 
 def add_privacy_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -182,16 +182,28 @@ def cmd_privacy(args: argparse.Namespace) -> int:
         )
         report = plan.run(model, parts, recipe, progress)
     _, html_path = write_membership_reports(args.out, report)
+    print(membership_summary(report, plan.fprs))
+    print(f"report: {html_path}")
+    return EXIT_OK
+
+
+def membership_summary(report: dict[str, Any], fprs: tuple[float, ...]) -> str:
+    """Per attack AUC, balanced accuracy and TPR at each FPR (n/a where the non-members
+    cannot resolve it), the smallest FPR they resolve, and the warnings."""
+    lines = []
     for a in report["attacks"]:
-        tprs = "  ".join(
-            f"TPR@{100 * f:g}%FPR {100 * a['tpr_at_fpr'][str(f)]:5.2f}%" for f in plan.fprs
-        )
-        print(
+        tprs = "  ".join(f"TPR@{100 * f:g}%FPR {tpr_text(a, f):>6}" for f in fprs)
+        lines.append(
             f"{a['name']:<16} AUC {a['auc']:.3f}  balanced acc "
             f"{100 * a['balanced_accuracy']:.1f}%  {tprs}"
         )
-    print(f"report: {html_path}")
-    return EXIT_OK
+    first = report["attacks"][0]
+    lines.append(
+        f"{first['n_nonmembers']:,} non-members: the smallest FPR they resolve is "
+        f"1/{first['n_nonmembers']:,} = {100 * first['min_fpr']:.3g}%"
+    )
+    warnings = [*(report.get("warnings") or []), *attack_warnings(report)]
+    return "\n".join([*lines, *(f"warning: {w}" for w in warnings)])
 
 
 def _parse_classes(text: str | None, num_classes: int) -> tuple[int, ...] | None:

@@ -37,6 +37,7 @@ from adversa.evaluation.detector_eval import (
     evaluate_detection,
 )
 from adversa.evaluation.report import Report
+from adversa.evaluation.sanity import check_nondeterministic, probe_nondeterminism
 from adversa.input_defenses.detectors import Detector
 from adversa.input_defenses.spec import adaptive_parts
 from adversa.model import Model
@@ -44,13 +45,15 @@ from adversa.threat import ThreatModel
 
 MASKING_GAP = 0.05  # a naive-minus-adaptive gap above this is reported as masking
 RANDOMISED_WARNING = "the model is randomised"  # how sanity.check_nondeterministic starts
+NO_DEFENSE = "none"  # the spec of a detector-only evaluation
+EOT_PROBE_POINTS = 16  # points the redundant-EOT probe runs on (two uncounted passes)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class DefenseEvaluation:
     """Both runs of one defended model; per-eps numbers are in `naive` and `adaptive`."""
 
-    spec: str  # the defense spec ("none" when only a detector is evaluated)
+    spec: str  # the defense spec (NO_DEFENSE when only a detector is evaluated)
     naive: SweepResult
     adaptive: SweepResult  # the same object as `naive` when no adaptation applies
     bpda: tuple[str, ...]  # submodules differentiated as the identity in the adaptive run
@@ -167,7 +170,7 @@ def evaluate_defense(
                 attack,
                 batch_size=batch_size,
             )
-    label = spec or "none"
+    label = spec or NO_DEFENSE
     explanation = explain(label, nondiff, randomized, eot, naive, adaptive)
     warnings = _masking_warnings(label, naive, adaptive, nondiff, randomized, eot)
     if adaptive is not naive:
@@ -275,9 +278,31 @@ def attach_to_report(report: Report, evaluation: DefenseEvaluation) -> Report:
     if evaluation.eot is not None:  # the adaptive run is randomised by design, and used EOT
         own = [w for w in own if not w.startswith(RANDOMISED_WARNING)]
     warnings = tuple(dict.fromkeys((*evaluation.warnings, *own)))
-    config = {**report.config, "defense": evaluation.spec}
+    no_defense = evaluation.spec == NO_DEFENSE  # detector only
+    config = {**report.config, "defense": None if no_defense else evaluation.spec}
     if evaluation.detection is not None:
         config["detector"] = evaluation.detection.spec
     return dataclasses.replace(
         report, defense=evaluation.to_dict(), warnings=warnings, config=config
     )
+
+
+def redundant_eot(model: Model, x: Tensor, eot: int) -> list[str]:
+    """Before `EOT(model, eot)` is attacked: a warning when `model` is deterministic (two
+    forward passes on a few points of `x` agree), as every draw is then the same and EOT only
+    multiplies the cost by `eot`. Two forward passes on EOT_PROBE_POINTS points."""
+    probe = x[:EOT_PROBE_POINTS].to(model.device)
+    if check_nondeterministic(probe_nondeterminism(model, probe)):
+        return []
+    return [
+        f"--eot {eot}: the model is deterministic (two forward passes on the same inputs "
+        f"agree), so EOT is redundant: its {eot} draws are identical and every attack costs "
+        f"{eot}x as much for the same numbers; drop --eot"
+    ]
+
+
+def attach_eot_notes(report: Report, notes: Sequence[str]) -> Report:
+    """`report` of a run under EOT: without the "randomised model needs EOT" warning (the
+    run used EOT; the probe saw the EOT view's residual variance), with `notes` first."""
+    kept = [w for w in report.warnings if not w.startswith(RANDOMISED_WARNING)]
+    return dataclasses.replace(report, warnings=tuple(dict.fromkeys((*notes, *kept))))

@@ -7,11 +7,15 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from adversa.evaluation.adaptive_eval import NO_DEFENSE
 from adversa.render import cards, fmt, pct, svg_frame
 
 
 def defense_section(defense: dict[str, Any]) -> str:
-    """HTML for the report's `defense` entry."""
+    """HTML for the report's `defense` entry (only the detector's part when there is no
+    defense: naive and adaptive of the bare model say nothing the headline does not)."""
+    if defense["spec"] == NO_DEFENSE:
+        return detector_section(defense["detector"]) if defense.get("detector") else ""
     method = defense.get("adaptive_method") or {}
     how = []
     if method.get("bpda"):

@@ -12,6 +12,13 @@ from typing import Any
 import torch
 
 from adversa.evaluation.battery import EvalResult, SweepResult
+from adversa.evaluation.html_sections import (
+    certified_by_eps,
+    certified_note,
+    certified_section,
+    certified_series,
+    masking_section,
+)
 from adversa.evaluation.report import Report
 from adversa.render import (
     cards,
@@ -52,9 +59,11 @@ def render_html(
 
         parts.append(defense_section(data["defense"]))
     for entry in data["results"]:
-        parts.append(_attack_table(entry, data["config"], len(data["results"]) > 1))
-    if len(data["curve"]) > 1:
+        parts.append(_attack_table(entry, data, len(data["results"]) > 1))
+    parts.append(certified_section(data))
+    if len(data["curve"]) > 1 or data.get("certified"):
         parts.append("<h2>Accuracy versus eps</h2>" + _curve(data))
+    parts.append(masking_section(data))
     if first is not None:
         parts.append(_gallery(first, kind, class_names, feature_names, data.get("feature_changes")))
     parts.append(config_section({**data["config"], "seed": data["seed"]}, data["versions"]))
@@ -88,6 +97,10 @@ def _headline(data: dict[str, Any]) -> str:
         ("threat model", threat),
         ("points", str(data["n"])),
     ]
+    certified = certified_by_eps(data).get(float(eps[0])) if eps[0] != "" else None
+    if certified is not None:
+        caption = f"certified accuracy ({certified['method']})"
+        headline.insert(2, (caption, pct(certified["certified_accuracy"])))
     note = (
         '<div class="muted">Robust accuracy is the per-sample worst case over all attacks '
         "(a point counts as robust only if no attack fooled it)"
@@ -97,7 +110,8 @@ def _headline(data: dict[str, Any]) -> str:
     return cards(headline) + note
 
 
-def _attack_table(entry: dict[str, Any], config: dict[str, Any], several: bool) -> str:
+def _attack_table(entry: dict[str, Any], data: dict[str, Any], several: bool) -> str:
+    config = data["config"]
     title = f"Attacks at eps = {fmt(entry['eps'])}" if several else "Attacks"
     head = (
         "<tr><th>attack (cascade order)</th><th>points attacked</th><th>newly broken</th>"
@@ -114,17 +128,24 @@ def _attack_table(entry: dict[str, Any], config: dict[str, Any], several: bool) 
     foot = (
         f'<div class="muted">clean accuracy {pct(entry["clean_accuracy"])} → robust accuracy '
         f"{pct(entry['robust_accuracy'])} ({entry['n_robust']} of {config.get('n', '?')} "
-        "points)</div>"
+        f"points){certified_note(data, entry['eps'])}</div>"
     )
     return f"<h2>{escape(title)}</h2><table>{head}{rows}</table>{foot}"
 
 
 def _curve(data: dict[str, Any]) -> str:
-    """Robust accuracy against eps, starting at (0, clean accuracy)."""
+    """Robust accuracy against eps, starting at (0, clean accuracy); with `--certify` the
+    verified accuracy as a second series."""
     points = [(0.0, float(data["clean_accuracy"]))] + [
         (float(p["eps"]), float(p["robust_accuracy"])) for p in data["curve"]
     ]
-    return line_chart_svg(points, f"eps ({data['config'].get('norm', '')})")
+    series = certified_series(data)
+    return line_chart_svg(
+        points,
+        f"eps ({data['config'].get('norm', '')})",
+        name="robust (attacks)" if series else "",
+        series=series,
+    )
 
 
 def _gallery(

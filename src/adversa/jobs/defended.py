@@ -9,6 +9,7 @@ by `DetectorAwarePGD` (its steps: the plan's `steps`, default 100).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -82,7 +83,7 @@ def evaluate_input_defense(
         detector = fit_detector(
             plan.detector, classifier, plan.detector_data, plan.detector_fpr, ctx
         )
-    return evaluate_defense(
+    evaluation = evaluate_defense(
         model,
         data.x,
         data.y,
@@ -101,3 +102,10 @@ def evaluate_input_defense(
         progress=progress,
         check_masking=plan.check_masking,
     )
+    if plan.eot is not None and evaluation.eot is None:  # nothing randomised to average over
+        unused = (
+            f"--eot {plan.eot}: not used, as no part of the defended model is marked "
+            "randomised (randomized = True), so the adaptive run takes no EOT"
+        )
+        evaluation = dataclasses.replace(evaluation, warnings=(*evaluation.warnings, unused))
+    return evaluation

@@ -37,7 +37,7 @@ from adversa.checks import check_batch
 from adversa.data.dataset import Dataset
 from adversa.data.files import folder_class_warning
 from adversa.errors import BadInput, describe, is_integer, is_real
-from adversa.evaluation.adaptive_eval import attach_to_report
+from adversa.evaluation.adaptive_eval import attach_eot_notes, attach_to_report, redundant_eot
 from adversa.evaluation.attack_list import NamedAttack, sweep_threats
 from adversa.evaluation.battery import ProgressFn, evaluate_sweep
 from adversa.evaluation.report import Report, write_reports
@@ -220,7 +220,9 @@ class EvaluationPlan:
                 )
             model = Model(model, bounds=tuple(threat.bounds))
         input_side = bool(self.defense or self.detector)
+        eot_notes = None  # with EOT on the plain model: a warning if it is deterministic
         if self.eot is not None and not input_side:
+            eot_notes = redundant_eot(model, data.x, self.eot)
             model = EOT(model, self.eot)
         backdoor = self._backdoor(model, data)  # before the attacks: it can fail
         names = self.attack_names(model)
@@ -245,6 +247,8 @@ class EvaluationPlan:
                 )
         config = self._config(data, threat, names, backdoor)
         report = Report.from_results(sweep, config=config, seconds=time.perf_counter() - start)
+        if eot_notes is not None:
+            report = attach_eot_notes(report, eot_notes)
         report = self._finish(report, model, data, sweep, evaluation)
         report = dataclasses.replace(report, seconds=time.perf_counter() - start)
         if out is not None:

@@ -60,14 +60,49 @@ class MembershipMetrics:
     n_members: int
     n_nonmembers: int
 
+    @property
+    def min_fpr(self) -> float:
+        """The smallest non-zero FPR the non-members can resolve: one false positive."""
+        return 1.0 / self.n_nonmembers
+
+    def resolvable(self, target: float) -> bool:
+        """Whether the non-members can resolve FPR `target` (at least one false positive)."""
+        return self.n_nonmembers >= needed_nonmembers(target)
+
+    def warnings(self) -> list[str]:
+        """An AUC below chance: the attack ranks non-members above members."""
+        if self.auc >= 0.5:
+            return []
+        spread = chance_auc_spread(self.n_members, self.n_nonmembers)
+        return [
+            f"AUC {self.auc:.3f} is below 0.5 (chance; its spread at {self.n_members} members "
+            f"and {self.n_nonmembers} non-members is about +-{spread:.3f}): the attack ranks "
+            "non-members above members, so something is off, usually the reference / shadow "
+            "models (trained unlike the target) or the membership split"
+        ]
+
     def as_dict(self) -> dict[str, object]:
         return {
             "auc": self.auc,
             "balanced_accuracy": self.balanced_accuracy,
             "tpr_at_fpr": {str(k): v for k, v in self.tpr_at_fpr.items()},
+            "tpr_at_fpr_resolvable": {str(k): self.resolvable(k) for k in self.tpr_at_fpr},
+            "min_fpr": self.min_fpr,
             "n_members": self.n_members,
             "n_nonmembers": self.n_nonmembers,
+            "warnings": self.warnings(),
         }
+
+
+def needed_nonmembers(target: float) -> int:
+    """How many non-members resolve FPR `target`: ceil(1 / target), so that one false positive
+    is within it (1,000 for 0.1%)."""
+    return math.ceil(1.0 / check_fpr(target, "fpr target") - 1e-9)
+
+
+def chance_auc_spread(n_members: int, n_nonmembers: int) -> float:
+    """The standard deviation of a chance-level attack's AUC (Mann-Whitney under the null)."""
+    return math.sqrt((n_members + n_nonmembers + 1) / (12.0 * n_members * n_nonmembers))
 
 
 def tpr_at_fpr(fpr: Tensor, tpr: Tensor, target: float) -> float:

@@ -20,7 +20,7 @@ from torch import Tensor
 from adversa.io import atomic_write_text
 from adversa.privacy.inversion import InversionResult
 from adversa.privacy.membership import MembershipResult
-from adversa.privacy.metrics import DEFAULT_FPRS, roc_curve, roc_svg
+from adversa.privacy.metrics import DEFAULT_FPRS, needed_nonmembers, roc_curve, roc_svg
 from adversa.render import config_section, figure, kv_table, page_start, pct, run_line
 from adversa.versions import versions
 
@@ -95,7 +95,7 @@ def render_membership_html(data: dict[str, Any]) -> str:
     rows = []
     for a in data["attacks"]:
         tag = " (baseline)" if a["name"] == data["baseline"] else ""
-        cells = "".join(f"<td>{100 * a['tpr_at_fpr'][str(f)]:.2f}%</td>" for f in fprs)
+        cells = "".join(f"<td>{escape(tpr_text(a, f))}</td>" for f in fprs)
         rows.append(
             f"<tr><td>{escape(a['name'] + tag)}</td><td>{a['auc']:.3f}</td>"
             f"<td>{pct(a['balanced_accuracy'])}</td>{cells}"
@@ -106,9 +106,11 @@ def render_membership_html(data: dict[str, Any]) -> str:
         for a in data["attacks"]
     }
     first = data["attacks"][0]
+    smallest = first.get("min_fpr", 1.0 / first["n_nonmembers"])
     body = [
         f'<div class="muted">{first["n_members"]} members, {first["n_nonmembers"]} '
-        "non-members. Scores rank candidates; TPR at low FPR is the number that matters "
+        f"non-members (the smallest FPR they resolve: {100 * smallest:.3g}%). Scores rank "
+        "candidates; TPR at low FPR is the number that matters "
         "(Carlini et al. 2022); the global loss threshold (Yeom et al. 2018) is the "
         "baseline.</div>",
         f"<h2>Attacks</h2><table>{head}{''.join(rows)}</table>",
@@ -117,9 +119,22 @@ def render_membership_html(data: dict[str, Any]) -> str:
     ]
     if data.get("membership_source"):
         body.insert(0, f"<p>Membership: {escape(str(data['membership_source']))}</p>")
-    for warning in data.get("warnings") or []:
+    for warning in [*(data.get("warnings") or []), *attack_warnings(data)]:
         body.insert(0, f'<p class="warn">Warning: {escape(str(warning))}</p>')
     return _page("Membership inference report", body, data)
+
+
+def tpr_text(attack: dict[str, Any], fpr: float) -> str:
+    """TPR at `fpr` as a percentage, or "n/a (needs >= N non-members)" when the attack's
+    non-members cannot resolve that FPR (fewer than 1 / fpr of them)."""
+    if attack.get("tpr_at_fpr_resolvable", {}).get(str(fpr), True):
+        return f"{100 * attack['tpr_at_fpr'][str(fpr)]:.2f}%"
+    return f"n/a (needs >= {needed_nonmembers(fpr):,} non-members)"
+
+
+def attack_warnings(data: dict[str, Any]) -> list[str]:
+    """Each attack's own warnings (an AUC below chance), named by attack."""
+    return [f"{a['name']}: {w}" for a in data["attacks"] for w in a.get("warnings") or []]
 
 
 def _write_pair(
