@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import os
 import re
@@ -23,6 +24,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from adversa import distributed
+from adversa.cli.common import RichProgress, check_device, parse_attacks, parse_bounds, parse_eps
+from adversa.errors import BadInput
+from adversa.nets import ARCHS
+from adversa.train import DEFENSES, TrainConfig
+from adversa.train.loop import train
 
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
 _COMMENTED = re.compile(r"^[ \t]+(\w+): [^#\n]*#[ \t]*(.+)$", re.MULTILINE)
@@ -54,12 +60,11 @@ def _comments(cls: type) -> dict[str, str]:
     return out
 
 
+@functools.cache
 def defense_flags() -> dict[str, DefenseFlag]:
     """--flag -> `DefenseFlag` for every option of every registered defense: its init fields
     that are options (taking part in equality, so not a distillation teacher), typed from
     the annotation; `threat` as --eps and --norm."""
-    from adversa.train import DEFENSES
-
     found: dict[str, tuple[type, str, list[str]]] = {}
     for name in DEFENSES.list():
         cls = DEFENSES.factory(name)
@@ -82,8 +87,6 @@ def defense_flags() -> dict[str, DefenseFlag]:
 
 
 def add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    from adversa.nets import ARCHS
-
     tr = commands.add_parser(
         "train",
         parents=[common],
@@ -136,9 +139,6 @@ def add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The `TrainConfig` the flags describe (unknown defense or option: BadInput)."""
-    from adversa.cli.common import parse_attacks, parse_bounds, parse_eps
-    from adversa.train import DEFENSES, TrainConfig
-
     name = DEFENSES.canonical(args.defense)
     options: dict[str, Any] = {}
     for option in defense_flags().values():
@@ -152,8 +152,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
     defense = DEFENSES.get(name, **options)
     final = () if args.final_eval.strip().lower() == "none" else parse_attacks(args.final_eval)
     if not final and args.eval_eps:
-        from adversa.errors import BadInput
-
         raise BadInput(
             f"--eval-eps {args.eval_eps}: applies to the final evaluation, which "
             "--final-eval none turns off"
@@ -180,17 +178,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def _single_eps(values: list[float]) -> float:
-    from adversa.errors import BadInput
-
     if len(values) != 1:
         raise BadInput(f"training takes one eps, got {len(values)}: {values}")
     return values[0]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from adversa.cli.common import RichProgress, check_device
-    from adversa.train.loop import train
-
     config = config_from_args(args)
     check_device(args.device)
     device = args.device

@@ -30,6 +30,8 @@ from adversa.errors import AdversaError, ModelLoadError
 from adversa.io import atomic_torch_save, atomic_write_text
 from adversa.nets import build_arch
 from adversa.safeload import brief, load_tensors
+from adversa.train.loop import train
+from adversa.train.rundir import RunDir
 from adversa.versions import versions
 from adversa.zoo.entries import ZooEntry, zoo_entry
 
@@ -72,8 +74,6 @@ def train_zoo_entry(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train `entry` with the library's training loop; return the module (eval mode) and its
     zoo card. With `run_dir`, the run checkpoints there every epoch and resumes from it."""
-    from adversa.train.loop import train
-
     log.info("training zoo model %s (%s, %d epochs)", entry.name, entry.arch, entry.epochs)
     result = train(
         entry.train_config(),
@@ -223,8 +223,6 @@ def _run_dir(weights_path: Path) -> Path:
 
 def _remove_run(run_dir: Path) -> None:
     """Drop a finished run's files (the cached weights and card replace them)."""
-    from adversa.train.rundir import RunDir
-
     RunDir(run_dir).clear()
     for directory in (run_dir, run_dir.parent):
         with contextlib.suppress(OSError):

@@ -12,13 +12,11 @@ import dataclasses
 import functools
 import hashlib
 import json
-from typing import TYPE_CHECKING
 
+from adversa.defenses import DEFENSES as REGISTRY
 from adversa.errors import BadInput
 from adversa.registry import Registry
-
-if TYPE_CHECKING:
-    from adversa.train.config import TrainConfig
+from adversa.train.config import TrainConfig
 
 DEFENSES: tuple[str, ...] = ("none", "pgd-at", "trades")
 ADVERSARIAL: tuple[str, ...] = ("pgd-at", "trades")
@@ -59,9 +57,6 @@ class ZooEntry:
     def train_config(self) -> TrainConfig:
         """The recipe as a `TrainConfig` (Adam, cosine decay; no final robust evaluation: the
         zoo's card reports clean accuracy, `adversa evaluate` measures robustness)."""
-        from adversa.defenses import DEFENSES as REGISTRY
-        from adversa.train.config import TrainConfig
-
         options: dict[str, object] = {}
         if self.defense in ADVERSARIAL:
             options = {
