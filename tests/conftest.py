@@ -71,3 +71,26 @@ def mnist_cnn(adversa_cache: str) -> tuple[Model, object]:
 
     module = load_zoo_model("mnist-cnn")
     return Model(module, num_classes=10, name="mnist-cnn"), load_data("mnist", split="test")
+
+
+class TupleOutput(torch.nn.Module):
+    """A model returning (logits, logits): adversa takes the first tensor, with a warning."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.net(x)
+        return logits, logits
+
+
+class NaNOutput(torch.nn.Module):
+    """A model whose logits are all NaN: refused with exit 2."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) * float("nan")

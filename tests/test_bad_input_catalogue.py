@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import NaNOutput, TupleOutput
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -36,25 +37,6 @@ N = 64  # points in the test files
 
 # --------------------------------------------------------------------------------------------
 # assets
-
-
-class _Tuple(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.net(x)
-        return logits, logits
-
-
-class _NaN(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x) * float("nan")
 
 
 def _script(module: nn.Module, path: Path) -> None:
@@ -135,8 +117,8 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
     _script(net, path("script", "model.pt"))
-    _script(_Tuple(net), path("tuple", "tuple.pt"))
-    _script(_NaN(net), path("nanmodel", "nanmodel.pt"))
+    _script(TupleOutput(net), path("tuple", "tuple.pt"))
+    _script(NaNOutput(net), path("nanmodel", "nanmodel.pt"))
     torch.save(net.state_dict(), path("weights", "weights.pt"))
     torch.save(nn.Sequential(nn.Flatten(), nn.Linear(32, 10)).state_dict(), path("wrongw", "w.pt"))
     torch.save([1, 2, 3], path("notdict", "notdict.pt"))

@@ -18,6 +18,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import NaNOutput, TupleOutput
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -32,25 +33,6 @@ from adversa.errors import (
     ShapeError,
     UnknownName,
 )
-
-
-class _Tuple(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.net(x)
-        return logits, logits
-
-
-class _NaN(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x) * float("nan")
 
 
 @pytest.fixture(scope="module")
@@ -364,7 +346,12 @@ EVALUATE = [
         BadInput,
         r"eps must be >= 0",
     ),
-    ("evaluate-model-returns-nan", _evaluate(model=lambda c: _NaN(c["net"])), BadInput, r"NaN"),
+    (
+        "evaluate-model-returns-nan",
+        _evaluate(model=lambda c: NaNOutput(c["net"])),
+        BadInput,
+        r"NaN",
+    ),
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -896,4 +883,4 @@ def test_catalogue_size():
 def test_a_model_returning_a_tuple_is_never_an_untyped_error(ctx):
     """Its logits are taken by the documented rule, or it is refused with an AdversaError."""
     with contextlib.suppress(AdversaError):
-        adversa.evaluate(_Tuple(ctx["net"]), ctx["x"], ctx["y"], ctx["threat"], ["fgsm"])
+        adversa.evaluate(TupleOutput(ctx["net"]), ctx["x"], ctx["y"], ctx["threat"], ["fgsm"])
