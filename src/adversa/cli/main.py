@@ -30,10 +30,11 @@ from adversa.cli.evaluate import add_evaluate_parser
 from adversa.cli.input_defenses import add_reformer_parser
 from adversa.data import list_datasets
 from adversa.errors import AdversaError
+from adversa.nets import ARCHS
 from adversa.threat import NORMS
 from adversa.zoo import list_models, zoo_entry
 
-LIST_WHAT = ("attacks", "datasets", "defenses", "models", "poisons", "text-attacks")
+LIST_WHAT = ("archs", "attacks", "datasets", "defenses", "models", "poisons", "text-attacks")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,6 +165,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in ATTACKS.list():
             norms = getattr(ATTACKS.factory(name), "norms", NORMS)
             print(f"{name:<20} norms: {', '.join(norms)}")
+    elif args.what == "archs":
+        print("\n".join(ARCHS.list()))
     elif args.what == "datasets":
         print("\n".join(list_datasets()))
     elif args.what == "defenses":

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from adversa.errors import BadInput
-from adversa.registry import Registry
 
 
 class MLP(nn.Sequential):
@@ -78,7 +77,7 @@ class SmallCNN(nn.Sequential):
 ArchBuilder = Callable[[tuple[int, ...], int], nn.Module]
 
 
-def _cnn(channels: tuple[int, int], hidden: int) -> ArchBuilder:
+def cnn_builder(channels: tuple[int, int], hidden: int) -> ArchBuilder:
     def build(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
             raise BadInput(f"a CNN needs square (C, H, W) inputs, got {input_shape}")
@@ -89,22 +88,8 @@ def _cnn(channels: tuple[int, int], hidden: int) -> ArchBuilder:
     return build
 
 
-def _mlp(hidden: tuple[int, ...]) -> ArchBuilder:
+def mlp_builder(hidden: tuple[int, ...]) -> ArchBuilder:
     def build(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         return MLP(math.prod(input_shape), hidden, num_classes)
 
     return build
-
-
-# name -> builder(input_shape, num_classes); `ARCHS.list()` names them
-ARCHS: Registry[nn.Module] = Registry("architecture")
-ARCHS.register("small-cnn")(_cnn((16, 32), 100))  # Wong & Kolter's "small": 166k parameters
-ARCHS.register("wide-cnn")(_cnn((32, 64), 128))  # twice the channels, for adversarial training
-ARCHS.register("mlp")(_mlp((64, 32)))
-ARCHS.register("mlp-wide")(_mlp((256, 128)))
-
-
-def build_arch(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """A freshly initialised (torch's global RNG) architecture `name` for these inputs; unknown
-    names raise `UnknownName` with suggestions."""
-    return ARCHS.factory(name)(tuple(input_shape), num_classes)
