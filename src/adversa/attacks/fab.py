@@ -19,7 +19,9 @@ the authors' code runs `final_search_steps` steps of a linear-interpolation line
 between `x0` (right) and the best adversarial (wrong), which moves the latter along the
 segment toward the boundary, so distances only shrink.
 
-Registered as "fab" (all K - 1 classes per step) and "fab-t" (the targeted version of
+Registered as "fab" (the `candidates` classes the clean logits rank highest, label included:
+all K - 1 other classes on a 10-class problem, 9 of 1,000 on ImageNet, so the cost and the
+memory grow with `candidates`, never with K) and "fab-t" (the targeted version of
 AutoAttack, Croce & Hein 2020, arXiv:2003.01690: the linearisation uses only `Z_t - Z_y` for
 a target t, tried for the `n_target_classes` classes the clean logits rank highest after y,
 one target after another). Both are untargeted from the user's side: `threat.targeted` must
@@ -34,7 +36,8 @@ back unchanged); the harness projects it onto the eps-ball, so under a finite ep
 fooled only beyond eps is shrunk and usually fails.
 
 Cost per step and attacked row: two forward passes (the linearisation and the check after the
-step) and K - 1 backward passes ("fab") or one ("fab-t"), for `steps` steps per restart (and
+step) and min(candidates, K) - 1 backward passes ("fab") or one ("fab-t"), for `steps` steps
+per restart (and
 per target class for "fab-t"); plus one clean forward pass, `final_search_steps + 2` forward
 passes for the final search and the harness's verification.
 
@@ -71,6 +74,7 @@ class FAB(AttackBase):
     eta: float = 1.05  # overshoot of the projection steps
     beta: float = 0.9  # backward step toward x0 after each success
     final_search_steps: int = 3  # line-search steps between x0 and the best adversarial
+    candidates: int = 10  # "fab": classes linearised, the top ones by clean logit, label included
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -83,14 +87,17 @@ class FAB(AttackBase):
         require(0 <= self.alpha_max <= 1, f"alpha_max must be in [0, 1], got {self.alpha_max}")
         require(self.eta >= 1, f"eta must be >= 1, got {self.eta}")
         require(0 < self.beta < 1, f"beta must be in (0, 1), got {self.beta}")
+        require(self.candidates >= 2, f"candidates must be >= 2, got {self.candidates}")
         require(
             self.final_search_steps >= 0,
             f"final_search_steps must be >= 0, got {self.final_search_steps}",
         )
 
-    def _targets(self, logits: Tensor) -> list[Tensor | None]:
-        """The class tried per run: None means all classes (untargeted FAB)."""
-        return [None]
+    def _targets(self, logits: Tensor, y: Tensor) -> list[Tensor]:
+        """The classes linearised per run, (B, m) each: one run over the `candidates - 1`
+        classes the clean logits rank highest after the label (untargeted FAB)."""
+        k = min(self.candidates, logits.shape[1]) - 1
+        return [logits.scatter(1, y[:, None], -math.inf).topk(k, dim=1).indices]
 
     def _perturb(self, model: Model, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
         threat = self.threat
@@ -101,7 +108,7 @@ class FAB(AttackBase):
         unbounded = threat.eps >= threat.max_eps(flat.shape[1])  # the ball holds the box
         best = flat.clone()
         best_dist = torch.full_like(flat[:, 0], math.inf)
-        for target in self._targets(logits):
+        for target in self._targets(logits, y):
             for copies, random in ((1, False), (self.restarts - 1, True)):
                 # Unbounded, every run refines every point; else only the ones still robust.
                 todo = attacked if unbounded else attacked & (best_dist > threat.eps)
@@ -111,8 +118,7 @@ class FAB(AttackBase):
                 rows = idx.repeat(copies)
                 x0 = flat[rows]
                 start = self._random_start(x0, best_dist[rows], gen) if random else x0
-                t_rows = None if target is None else target[rows]
-                x_run, d_run = self._run(model, x.shape[1:], x0, y[rows], t_rows, start)
+                x_run, d_run = self._run(model, x.shape[1:], x0, y[rows], target[rows], start)
                 d_run, pick = d_run.view(copies, -1).min(0)
                 cols = torch.arange(idx.numel(), device=x.device)
                 x_run = x_run.view(copies, idx.numel(), -1)[pick, cols]
@@ -130,7 +136,7 @@ class FAB(AttackBase):
         shape: torch.Size,
         x0: Tensor,
         y: Tensor,
-        target: Tensor | None,
+        classes: Tensor,
         x1: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """One FAB run per row; returns the closest adversarial per row and its distance (inf
@@ -140,7 +146,7 @@ class FAB(AttackBase):
         best = x0.clone()
         best_dist = torch.full_like(x0[:, 0], math.inf)
         for _ in range(self.steps):
-            f, w = self._linearise(model, shape, x1, y, target)
+            f, w = self._linearise(model, shape, x1, y, classes)
             b = f - (w * x1).sum(1)
             steps = project_onto_hyperplane(
                 torch.cat([x1, x0]), torch.cat([w, w]), torch.cat([b, b]), threat.norm, (lo, hi)
@@ -159,19 +165,13 @@ class FAB(AttackBase):
         return best, best_dist
 
     def _linearise(
-        self, model: Model, shape: torch.Size, x1: Tensor, y: Tensor, target: Tensor | None
+        self, model: Model, shape: torch.Size, x1: Tensor, y: Tensor, classes: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """`f = Z_k - Z_y` (n,) at `x1` and its gradient (n, d) for the closest boundary k:
-        among all other classes (one backward pass each) or the target (one backward pass)."""
+        """`f = Z_k - Z_y` (n,) at `x1` and its gradient (n, d) for the closest boundary k
+        among `classes` (n, m): one backward pass per column."""
         x_in = x1.detach().reshape(-1, *shape).requires_grad_(True)
         with torch.enable_grad():
             logits = model(x_in)
-            if target is None:
-                num_classes = logits.shape[1]
-                classes = torch.arange(num_classes, device=y.device).expand(y.shape[0], -1)
-                classes = classes[classes != y[:, None]].view(y.shape[0], num_classes - 1)
-            else:
-                classes = target[:, None]
             f = logits.gather(1, classes) - logits.gather(1, y[:, None])
             last = f.shape[1] - 1
             grads = torch.stack(
@@ -245,7 +245,7 @@ class FABT(FAB):
             f"n_target_classes must be >= 1, got {self.n_target_classes}",
         )
 
-    def _targets(self, logits: Tensor) -> list[Tensor | None]:
-        ranked = logits.argsort(dim=1, descending=True)
+    def _targets(self, logits: Tensor, y: Tensor) -> list[Tensor]:
         n = min(self.n_target_classes, logits.shape[1] - 1)
-        return [ranked[:, rank] for rank in range(1, n + 1)]
+        ranked = logits.scatter(1, y[:, None], -math.inf).topk(n, dim=1).indices
+        return [ranked[:, rank : rank + 1] for rank in range(n)]
