@@ -8,7 +8,7 @@ no weights download here):
    repeats, median seconds. The ratio should be <= 1.05: the harness adds nothing at this size.
 2. `autoattack-fast` on 8 images in a fresh process: its peak resident memory (ru_maxrss),
    which must stay under 4 GB.
-3. DeepFool (`candidates`) and FAB-T (`n_target_classes`) at several k on the model with
+3. DeepFool and FAB (`candidates`) and FAB-T (`n_target_classes`) at several k on the model with
    1,000 classes and on the same network with 10 classes: backward passes and seconds grow
    with k, not with the number of classes.
 
@@ -116,11 +116,12 @@ def per_class_cost(arch: str) -> list[dict[str, float]]:
         y = model.predict(x)
         for name, field, ks in (
             ("deepfool", "candidates", (2, 5, 10)),
+            ("fab", "candidates", (2, 5, 10)),
             ("fab-t", "n_target_classes", (1, 3, 9)),
         ):
             for k in ks:
                 options = {field: k, "steps": 3}
-                if name == "fab-t":
+                if name.startswith("fab"):
                     options["final_search_steps"] = 0
                 result = get_attack(name, threat=threat, **options)(model, x, y)
                 rows.append(

@@ -295,8 +295,8 @@ EVALUATE = [
     # counts
     ("evaluate-n-zero", f"{EV} --n 0", r"--n must be >= 1, got 0"),
     ("evaluate-n-negative", f"{EV} --n -3", r"--n must be >= 1, got -3"),
-    ("evaluate-n-word", f"{EV} --n all", r"argument --n: invalid int value: 'all'"),
-    ("evaluate-n-float", f"{EV} --n 2.5", r"argument --n: invalid int value: '2\.5'"),
+    ("evaluate-n-word", f"{EV} --n all", r"argument --n/--n-points: invalid int value: 'all'"),
+    ("evaluate-n-float", f"{EV} --n 2.5", r"argument --n/--n-points: invalid int value: '2\.5'"),
     ("evaluate-batch-size-zero", f"{EV} --batch-size 0", r"--batch-size must be >= 1, got 0"),
     ("evaluate-batch-size-negative", f"{EV} --batch-size -8", r"--batch-size must be >= 1"),
     ("evaluate-steps-zero", f"{EV} --steps 0", r"--steps must be >= 1, got 0"),
@@ -808,8 +808,8 @@ INSPECT = [
     ("inspect-loss-rate", f"{IN} --detector loss --rate 2", r"rate must be in \(0, 1\), got 2"),
     (
         "inspect-option-foreign",
-        f"{IN} --detector activation-clustering --rate 0.1",
-        r"'activation-clustering' has no option rate",
+        f"{IN} --detector strip --rate 0.1",
+        r"--rate 0\.1: applies to spectral, activation-clustering and loss, not strip",
     ),
     (
         "inspect-retrain-epochs-negative",

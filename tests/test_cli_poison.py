@@ -107,3 +107,90 @@ def test_evaluate_reports_the_backdoor(poisoned_dir, backdoored_model, tmp_path,
     assert backdoor["target_class"] == 0 and backdoor["asr"] >= 0.8  # measured 0.99
     assert backdoor["clean_accuracy"] == pytest.approx(report["clean_accuracy"], abs=1e-6)
     assert "ASR" in capsys.readouterr().out
+    # item 7: a backdoor section with both numbers and triggered examples; the configuration
+    # table names the directory only, not the raw mapping
+    html = (out / "report.html").read_text()
+    start = html.index("<h2>Backdoor</h2>")
+    section = html[start : html.index("<h2>", start + 1)]
+    assert f"{100 * backdoor['asr']:.1f}%" in section and "clean accuracy" in section
+    assert section.count("data:image/png;base64,") == len(backdoor["examples"]) > 0
+    config_table = html[html.index("<h2>Configuration</h2>") :]
+    assert "asr" not in config_table and str(poisoned_dir) in config_table
+
+
+def test_strip_screens_test_inputs(poisoned_dir, backdoored_model, tmp_path, capsys):
+    """`inspect-data --detector strip` (issue 15, item 2): triggered against clean test inputs
+    of the manifest's data, its ROC AUC in inspect.json and report.html."""
+    out = tmp_path / "strip"
+    args = ["inspect-data", "--data", str(poisoned_dir / "poisoned.npz"), "--model"]
+    assert main([*args, *backdoored_model, "--detector", "strip", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "strip on the test split of digits" in printed and "ROC AUC" in printed
+    report = json.loads((out / "inspect.json").read_text())
+    m = report["metrics"]
+    assert m["n_triggered"] == len(report["scores_triggered"]) > 0
+    assert m["n_clean"] == len(report["scores_clean"]) > 0
+    # measured on the 8x8 digits (small CNN, 2x2 BadNets patch): AUC 0.84, TPR 0.34 at
+    # FPR 0.05 (on MNIST through the same command: AUC 0.99-1.00, TPR 0.94-0.98, docs)
+    assert m["auc"] >= 0.75 and m["tpr"] >= m["fpr"] + 0.15, m
+    assert m["fpr"] <= 0.15, m  # threshold set at 5% of held-out clean inputs
+    html = (out / "report.html").read_text()
+    assert "ROC AUC (triggered vs clean)" in html and "ROC curve" in html
+    assert f"{m['auc']:.3f}" in html
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--retrain"], "--retrain: applies to the training-set detectors, not strip"),
+        (["--rate", "0.1"], "--rate 0.1: applies to spectral, activation-clustering and loss"),
+    ],
+)
+def test_strip_bad_input(poisoned_dir, backdoored_model, capsys, extra, message):
+    args = ["inspect-data", "--data", str(poisoned_dir / "poisoned.npz"), "--model"]
+    assert main([*args, *backdoored_model, "--detector", "strip", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_strip_needs_a_manifest(backdoored_model, tmp_path, capsys):
+    import numpy as np
+
+    data = load_data("digits", split="train")
+    path = tmp_path / "plain.npz"
+    np.savez(path, x=data.x.numpy(), y=data.y.numpy())
+    args = ["inspect-data", "--data", str(path), "--model", *backdoored_model]
+    assert main([*args, "--detector", "strip"]) == 2
+    assert "--detector strip needs --data DIR/poisoned.npz" in capsys.readouterr().err
+
+
+def test_poison_backdoor_eval_and_inspect_write_reports(
+    poisoned_dir, backdoored_model, tmp_path, capsys
+):
+    """Item 7: poison, backdoor-eval and inspect-data write report.html (and JSON)."""
+    page = (poisoned_dir / "report.html").read_text()
+    manifest = json.loads((poisoned_dir / "manifest.json").read_text())
+    assert f"{manifest['n_poisoned']:,} of {manifest['n']:,}" in page
+    assert "Poisoned samples" in page and page.count("data:image/png;base64,") >= 3
+    out = tmp_path / "be"
+    args = ["backdoor-eval", "--model", *backdoored_model, "--backdoor", str(poisoned_dir)]
+    assert main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert f"attack success rate {100 * report['asr']:5.1f}%" in printed
+    examples = report["examples"]
+    assert examples and all(e["label"] != report["target_class"] for e in examples)
+    html = (out / "report.html").read_text()
+    assert f"{100 * report['asr']:.1f}%" in html and "Triggered examples" in html
+    assert html.count("data:image/png;base64,") == len(examples)
+    out = tmp_path / "inspect"
+    args = ["inspect-data", "--data", str(poisoned_dir / "poisoned.npz"), "--model"]
+    code = main(
+        [*args, *backdoored_model, "--detector", "activation-clustering", "--out", str(out)]
+    )
+    assert code == 0
+    inspected = json.loads((out / "inspect.json").read_text())
+    html = (out / "report.html").read_text()
+    assert f"{inspected['metrics']['auc']:.3f}" in html
+    assert "histogram of score" in html and "ROC curve" in html and "Per class" in html
+    assert html.count("<tr><td>") >= len(inspected["classes"])

@@ -4,9 +4,11 @@ table, warnings for incomparable rows, and the command line."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from adversa import ThreatModel
 from adversa.cli.main import main
@@ -14,6 +16,7 @@ from adversa.compare import compare, read_row, render_compare_html, write_compar
 from adversa.errors import BadInput
 from adversa.evaluation import evaluate
 from adversa.evaluation.report import Report, write_reports
+from adversa.scatter import Box, place_labels, plot_area, text_width
 
 
 def fake_report(root: Path, name: str, clean: float, robust: float, eps: float = 0.1) -> Path:
@@ -157,3 +160,91 @@ def test_cli(tmp_path: Path, capsys):
 
     assert main(["compare", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_cli_evaluations_of_training_runs_show_their_defense(tmp_path: Path, capsys, monkeypatch):
+    """`adversa evaluate --model runs/x` records the run directory as the model: compare reads
+    the defense from its card.json, found from where it runs or from the report's parents."""
+    fake_card(tmp_path / "runs", "trades-run")  # defense trades
+    plain = fake_report(tmp_path / "evals", "trades-eval", 0.9, 0.6)
+    guarded = fake_report(tmp_path / "evals", "guarded-eval", 0.9, 0.65)
+    for out, extra in ((plain, {}), (guarded, {"defense": "jpeg:quality=75"})):
+        data = json.loads((out / "report.json").read_text())
+        data["config"].update({"model": "runs/trades-run", **extra})
+        (out / "report.json").write_text(json.dumps(data))
+    unknown = fake_report(tmp_path / "evals", "file-eval", 0.9, 0.3)
+    data = json.loads((unknown / "report.json").read_text())
+    data["config"]["model"] = "x" * 5000  # no path can be that long: no run, no error
+    (unknown / "report.json").write_text(json.dumps(data))
+    for cwd in (tmp_path, tmp_path / "evals"):  # runs/trades-run relative to cwd, then parents
+        monkeypatch.chdir(cwd)
+        code = main(["compare", str(plain), str(guarded), str(unknown), "--out", "cmp"])
+        assert code == 0, capsys.readouterr().err
+        rows = json.loads((cwd / "cmp" / "compare.json").read_text())["rows"]
+        assert [r["defense"] for r in rows] == ["trades", "trades + jpeg:quality=75", None]
+        out = capsys.readouterr().out.splitlines()
+        assert out[1].split()[:2] == ["trades-eval", "trades"]
+        html = (cwd / "cmp" / "compare.html").read_text()
+        assert ">trades</text>" in html and ">unknown</text>" in html  # the legend
+
+
+def _boxes(html: str) -> list[Box]:
+    """The label boxes of the scatter, as drawn (x, baseline and forced text length)."""
+    found = re.findall(
+        r'<text x="([\d.]+)" y="([\d.]+)" textLength="([\d.]+)" [^>]*data-box="([\d. ]+)"', html
+    )
+    boxes = []
+    for x, y, length, attr in found:
+        box = Box(*map(float, attr.split()))
+        assert float(x) == pytest.approx(box.x0 + 1, abs=0.06)  # drawn where laid out
+        assert float(length) == pytest.approx(box.x1 - box.x0 - 2, abs=0.06)
+        assert float(y) == pytest.approx(box.y1 - 4, abs=0.06)
+        boxes.append(box)
+    return boxes
+
+
+def test_cli_ten_crowded_models_get_readable_labels(tmp_path: Path, capsys):
+    """Ten models in three tight clusters: every label box lies inside the plot and overlaps no
+    other label, no point and the legend."""
+    points = [(0.96, 0.30), (0.95, 0.31), (0.94, 0.72), (0.93, 0.71), (0.95, 0.70)]
+    points += [(0.94, 0.73), (0.92, 0.30), (0.955, 0.305), (0.90, 0.50), (0.91, 0.51)]
+    dirs = []
+    for i, (clean, robust) in enumerate(points):
+        out = fake_report(tmp_path, f"model-{i}-a-rather-long-run-name", clean, robust)
+        data = json.loads((out / "report.json").read_text())
+        data["config"]["defense"] = f"defense-{i}"  # ten legend lines
+        (out / "report.json").write_text(json.dumps(data))
+        dirs.append(str(out))
+    assert main(["compare", *dirs, "--out", str(tmp_path / "cmp")]) == 0
+    capsys.readouterr()
+    html = (tmp_path / "cmp" / "compare.html").read_text()
+    boxes = _boxes(html)
+    assert len(boxes) == 10
+    area = plot_area(560, 420)
+    dots = re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)" r="5"', html)
+    assert len(dots) == 10
+    markers = [Box(float(x) - 5, float(y) - 5, float(x) + 5, float(y) + 5) for x, y in dots]
+    legend_y = [float(y) for y in re.findall(r'<circle cx="70" cy="([\d.]+)" r="4"', html)]
+    assert len(legend_y) == 10
+    legend = Box(area.x0, area.y0, area.x0 + 120, max(legend_y) + 6)
+    for i, box in enumerate(boxes):
+        assert box.within(area), box
+        assert not any(box.overlaps(other) for other in boxes[:i] + boxes[i + 1 :])
+        assert not any(box.overlaps(m) for m in markers) and not box.overlaps(legend)
+    assert ">model-1-a-rather-long-run-n…</text>" in html  # shortened; the tooltip has it whole
+    assert "<title>model-1-a-rather-long-run-name</title>" in html
+
+
+def test_label_layout_is_deterministic_and_never_overlaps():
+    gen = torch.Generator().manual_seed(0)
+    area = Box(56, 16, 536, 376)
+    anchors = (torch.rand(10, 2, generator=gen) * 30 + torch.tensor([480.0, 100.0])).tolist()
+    sizes = [(text_width("m" * (5 + 2 * i)), 15.0) for i in range(10)]
+    boxes = place_labels([tuple(a) for a in anchors], sizes, area)
+    assert boxes == place_labels([tuple(a) for a in anchors], sizes, area)
+    for i, box in enumerate(boxes):
+        assert box.within(area)
+        assert (box.x1 - box.x0, box.y1 - box.y0) == pytest.approx(sizes[i])
+        assert not any(box.overlaps(b) for b in boxes[i + 1 :])
+    nearest = [b.distance(x, y) for b, (x, y) in zip(boxes, anchors, strict=True)]
+    assert min(nearest) < 8 and max(nearest) < 150  # beside the point, or led to it nearby

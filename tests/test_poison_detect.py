@@ -95,8 +95,10 @@ def test_bad_detector_input():
         get_detector("spectral", rate=1.0)
     with pytest.raises(BadInput, match="method must be"):
         get_detector("spectral", method="spectre")
-    with pytest.raises(BadInput, match="max_cluster_share"):
-        get_detector("ac", max_cluster_share=0.7)
+    with pytest.raises(BadInput, match=r"min_separation_ratio must be > 1, got 0\.5"):
+        get_detector("ac", min_separation_ratio=0.5)
+    with pytest.raises(BadInput, match="rate must be in"):
+        get_detector("ac", rate=0.0)
     with pytest.raises(BadInput, match="n_overlays"):
         STRIP(n_overlays=0)
     with pytest.raises(KeyError, match="spectral"):

@@ -73,6 +73,17 @@ def test_cheap_defenses_report_their_cost(tradeoff: dict[str, dict]) -> None:
         assert abs(row["accuracy_cost"]) < 0.1  # cheap defenses keep test accuracy
 
 
+def test_rows_say_which_fprs_the_non_members_resolve(tradeoff: dict[str, dict]) -> None:
+    """200 non-members resolve 1% FPR (2 false positives) but not 0.1%; an AUC below 0.5
+    carries a warning and one above does not."""
+    for row in tradeoff.values():
+        assert row["n_nonmembers"] == 200 and row["min_fpr"] == pytest.approx(1 / 200)
+        assert row["tpr_at_fpr_resolvable"] == {"0.01": True, "0.001": False}
+        assert bool(row["warnings"]) == (row["auc"] < 0.5)
+        for warning in row["warnings"]:
+            assert f"AUC {row['auc']:.3f} is below 0.5" in warning
+
+
 @pytest.fixture(scope="module")
 def lira_tradeoff() -> dict[str, dict]:
     """Undefended and DP-SGD targets, each attacked by offline LiRA with 4 references that
@@ -105,6 +116,8 @@ def test_dp_sgd_against_lira_with_dp_references(lira_tradeoff: dict[str, dict]) 
     assert dp["lira_auc"] < none["lira_auc"] - 0.05
     assert dp["lira_tpr_at_fpr"]["0.01"] < none["lira_tpr_at_fpr"]["0.01"] - 0.05
     assert dp["auc"] == pytest.approx(0.591, abs=0.02)  # the same target as the threshold row
+    assert dp["lira_tpr_at_fpr_resolvable"] == {"0.01": True, "0.001": False}
+    assert bool(dp["lira_warnings"]) == (dp["lira_auc"] < 0.5)
 
 
 def test_bad_input_and_missing_opacus(monkeypatch: pytest.MonkeyPatch) -> None:

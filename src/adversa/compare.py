@@ -5,9 +5,11 @@ Each input is an `adversa evaluate` output (a directory with `report.json`, or t
 accuracy and the robust accuracy at the defense's threat model). `compare` writes
 `compare.json` (one row per model: model, data, defense, norm, eps, clean and robust accuracy,
 n, attacks) and `compare.html`: a clean-versus-robust accuracy scatter (inline SVG, one
-labelled point per model, the diagonal robust = clean for reference) and the table. Rows
-evaluated under different threat models are flagged in `warnings`: their robust accuracies
-do not compare.
+labelled point per model, the diagonal robust = clean for reference; the labels are placed so
+that they stay readable with many models) and the table. A report's defense is the one its
+model was trained with (a zoo entry's, or that on the card.json of the `adversa train`
+directory it was loaded from) plus its input defense. Rows evaluated under different threat
+models are flagged in `warnings`: their robust accuracies do not compare.
 """
 
 from __future__ import annotations
@@ -23,13 +25,18 @@ from typing import Any
 from adversa.errors import BadInput
 from adversa.evaluation.report import REPORT_JSON
 from adversa.io import atomic_write_text
-from adversa.render import fmt, jsonable, page_start, pct, svg_frame
+from adversa.render import fmt, jsonable, page_start, pct
+from adversa.scatter import Point
+from adversa.scatter import scatter_svg as plot
 from adversa.versions import versions
 
 COMPARE_JSON = "compare.json"
 COMPARE_HTML = "compare.html"
 CARD_JSON = "card.json"
-_PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
+_PALETTE = (
+    *("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed"),
+    *("#0891b2", "#db2777", "#4b5563", "#65a30d", "#92400e"),
+)
 
 
 def read_row(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -78,7 +85,7 @@ def _from_report(data: dict[str, Any], source: Path) -> dict[str, Any]:
     return {
         "model": model,
         "data": config.get("data"),
-        "defense": config.get("defense") or _zoo_defense(model),
+        "defense": _report_defense(config.get("defense"), model, source),
         "norm": config.get("norm"),
         "eps": eps,
         "clean_accuracy": float(data["clean_accuracy"]),
@@ -111,11 +118,40 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _report_defense(input_defense: Any, model: str, source: Path) -> str | None:
+    """What defends the evaluated model: the defense it was trained with (a zoo model's, or
+    that on the card of the `adversa train` directory it was loaded from), then the input
+    defense of the evaluation (`--defense`), joined by " + "; None when neither is known."""
+    trained = _zoo_defense(model) or _run_defense(model, source)
+    named = [str(d) for d in (trained, input_defense) if d and d != "none"]
+    if not named:
+        return "none" if "none" in (trained, input_defense) else None
+    return " + ".join(named)
+
+
 def _zoo_defense(model: str) -> str | None:
     """The defense of a built-in zoo model named `model`, else None (unknown)."""
     from adversa.zoo import list_models, zoo_entry
 
     return zoo_entry(model).defense if model in list_models() else None
+
+
+def _run_defense(model: str, source: Path) -> str | None:
+    """The defense on the card of the `adversa train` directory `model` names, else None.
+
+    A relative `model` was relative to where `adversa evaluate` ran: it is looked up from
+    the current directory, then from the report's directory and each of its parents."""
+    spec = Path(model).expanduser()
+    bases = [Path("/")] if spec.is_absolute() else [Path.cwd(), *source.resolve().parents]
+    for base in bases:
+        try:  # `model` is any string a report holds: a name no path can have is no run
+            card = json.loads((base / spec / CARD_JSON).read_text())
+        except (OSError, ValueError):  # missing, unreadable, no valid path; not JSON
+            continue
+        defense = card.get("defense") if isinstance(card, dict) else None
+        name = defense.get("name") if isinstance(defense, dict) else defense
+        return name if isinstance(name, str) else None
+    return None
 
 
 def compare(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
@@ -184,61 +220,25 @@ def render_compare_html(result: dict[str, Any]) -> str:
     )
 
 
-def scatter_svg(rows: Sequence[dict[str, Any]], width: int = 560, height: int = 420) -> str:
+def scatter_svg(rows: Sequence[dict[str, Any]]) -> str:
     """Robust against clean accuracy, both on [0, 1], one labelled point per row (rows
-    without a robust accuracy are left out), coloured by defense."""
-    left, right, top, bottom = 56, 24, 16, 44
-    inner_w, inner_h = width - left - right, height - top - bottom
-
-    def sx(a: float) -> float:
-        return left + inner_w * a
-
-    def sy(a: float) -> float:
-        return top + inner_h * (1 - a)
-
-    parts = []
-    for tick in (0, 0.25, 0.5, 0.75, 1.0):
-        parts.append(
-            f'<line x1="{left}" y1="{sy(tick):.1f}" x2="{sx(1):.1f}" y2="{sy(tick):.1f}" '
-            f'stroke="#e3e6ea"/><text x="{left - 8}" y="{sy(tick) + 4:.1f}" '
-            f'text-anchor="end">{tick:.0%}</text>'
-            f'<text x="{sx(tick):.1f}" y="{height - bottom + 18}" '
-            f'text-anchor="middle">{tick:.0%}</text>'
-        )
-    parts.append(
-        f'<line x1="{sx(0):.1f}" y1="{sy(0):.1f}" x2="{sx(1):.1f}" y2="{sy(1):.1f}" '
-        'stroke="#98a2b3" stroke-dasharray="4 4"/>'
-    )
+    without a robust accuracy are left out), coloured by defense; the labels are laid out so
+    that they do not overlap (`adversa.scatter`)."""
     colours = _colours(rows)
-    for row in rows:
-        if row["clean_accuracy"] is None or row["robust_accuracy"] is None:
-            continue
-        x, y = sx(row["clean_accuracy"]), sy(row["robust_accuracy"])
-        tip = (
-            f"{row['label']}: clean {pct(row['clean_accuracy'])}, "
-            f"robust {pct(row['robust_accuracy'])}"
+    points = [
+        Point(
+            x=r["clean_accuracy"],
+            y=r["robust_accuracy"],
+            label=r["label"],
+            colour=colours[r["defense"]],
+            tip=f"{r['label']}: clean {pct(r['clean_accuracy'])}, "
+            f"robust {pct(r['robust_accuracy'])}",
         )
-        anchor, dx = ("end", -8) if x > left + 0.75 * inner_w else ("start", 8)
-        parts.append(
-            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colours[row["defense"]]}">'
-            f"<title>{escape(tip)}</title></circle>"
-            f'<text x="{x + dx:.1f}" y="{y - 6:.1f}" text-anchor="{anchor}">'
-            f"{escape(row['label'])}</text>"
-        )
-    parts.append(
-        f'<text x="{left + inner_w / 2:.0f}" y="{height - 6}" text-anchor="middle">'
-        "clean accuracy</text>"
-        f'<text x="14" y="{top + inner_h / 2:.0f}" text-anchor="middle" '
-        f'transform="rotate(-90 14 {top + inner_h / 2:.0f})">robust accuracy</text>'
-    )
-    legend_y = top + 8
-    for defense, colour in colours.items():
-        parts.append(
-            f'<circle cx="{left + 14}" cy="{legend_y}" r="4" fill="{colour}"/>'
-            f'<text x="{left + 24}" y="{legend_y + 4}">{escape(str(defense or "unknown"))}</text>'
-        )
-        legend_y += 16
-    return svg_frame(width, height, "robust accuracy versus clean accuracy", "".join(parts))
+        for r in rows
+        if r["clean_accuracy"] is not None and r["robust_accuracy"] is not None
+    ]
+    legend = [(str(d or "unknown"), c) for d, c in colours.items()]
+    return plot(points, x_label="clean accuracy", y_label="robust accuracy", legend=legend)
 
 
 def _colours(rows: Sequence[dict[str, Any]]) -> dict[Any, str]:

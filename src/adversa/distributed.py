@@ -4,12 +4,15 @@ on CPU, nccl on GPU).
 Ranks split the work batch by batch, round-robin, over the same batches a single process
 would run, and every rank receives everyone's per-sample results after each stage. Attacks
 are seeded per call, so a batch yields the same result whichever rank runs it: a K-process
-run reports exactly what a 1-process run with the same seed reports (timings aside).
+run reports exactly what a 1-process run with the same seed reports (timings aside). An
+evaluation of fewer than batch_size x K points runs in batches of n // K (`batch_size_for`),
+so that no rank idles; it then reports what one process reports with that batch size.
 Without an initialised process group every helper is the single-process identity.
 
 Training (`data_parallel`) wraps the module in DistributedDataParallel; each rank trains on
 its shard of every global batch, and the gradient all-reduce weights each rank by its share of
-the batch, so the update is the one a single process computes on the whole batch.
+the batch, so the update is the one a single process computes on the whole batch;
+`gather_rows` joins the shards of a per-sample tensor (free-AT's carried perturbation).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
@@ -64,6 +68,17 @@ def barrier() -> None:
         dist.barrier()
 
 
+def batch_size_for(n: int, batch_size: int) -> int:
+    """The batch size that gives every rank work on `n` points: `batch_size`, or n // K when
+    `n` points in batches of `batch_size` would be fewer than K batches (at least 1: with
+    n < K, K - n ranks stay idle). A K-process evaluation of `n` points therefore reports what
+    one process reports with this batch size. Outside a process group: `batch_size`."""
+    size = world()[1]
+    if size == 1 or n >= batch_size * size:
+        return batch_size
+    return max(1, n // size)
+
+
 def my_batches(idx: Tensor, batch_size: int) -> Iterator[Tensor]:
     """This rank's share of the batches `idx` splits into: batch j goes to rank j mod K."""
     rank, size = world()
@@ -80,6 +95,12 @@ def all_gather(payload: Any) -> list[Any]:
     out: list[Any] = [None] * size
     dist.all_gather_object(out, _to_cpu(payload))
     return out
+
+
+def gather_rows(shard: Tensor) -> Tensor:
+    """Every rank's `shard` of a per-sample tensor, concatenated in rank order on `shard`'s
+    device (`shard` itself outside a process group)."""
+    return torch.cat([part.to(shard.device) for part in all_gather(shard)])
 
 
 def sum_costs(cost: Cost) -> Cost:
@@ -124,6 +145,11 @@ def data_parallel(module: nn.Module, weight: ShardWeight) -> nn.Module:
     Parameters are broadcast from rank 0 when the wrapper is built."""
     if world()[1] == 1:
         return module
+    if is_main() and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        logger.warning(
+            "BatchNorm under data-parallel training normalises each rank's shard by its own "
+            "statistics: the weights will differ from a 1-process run's"
+        )
     param = next(module.parameters())
     device_ids = [param.device.index] if param.device.type == "cuda" else None
     ddp = nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
@@ -144,7 +170,9 @@ __all__ = [
     "all_gather",
     "all_reduce_sum",
     "barrier",
+    "batch_size_for",
     "data_parallel",
+    "gather_rows",
     "init_from_env",
     "is_main",
     "my_batches",

@@ -43,6 +43,7 @@ from adversa.errors import BadInput, ModelLoadError, UnknownName
 from adversa.model.onnx import load_onnx
 from adversa.model.weights import apply_weights, first_line
 from adversa.model.wrapped import Model
+from adversa.nets.normalize import parse_normalization
 from adversa.train.output import load_training_output
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ def load_model(
     num_classes: int | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
     trust_model_file: bool = False,
+    normalize: str | None = None,
 ) -> Model:
     """Load `spec` (zoo name, TorchScript, `.pt2`, `file.py:factory`, a directory written
     by `adversa train`, or `sklearn:path.joblib`) as a `Model`.
@@ -195,13 +197,19 @@ def load_model(
 
     `weights` (a state_dict file) is required in spirit for `file.py:factory` (without it the
     factory's initialisation is used, with a warning) and, when given with a zoo name or an
-    archive, replaces the weights it holds. Errors: `ModelLoadError` for files that cannot be
-    loaded, `UnknownName` for a name that is neither a zoo model nor an existing file.
+    archive, replaces the weights it holds. `normalize` (`imagenet`, `cifar10` or
+    `MEANS/STDS`, `nets.parse_normalization`) puts that normalisation in front of the model.
+    Errors: `ModelLoadError` for files that cannot be loaded, `UnknownName` for a name that is
+    neither a zoo model nor an existing file.
     """
     from adversa.zoo import list_models, load_zoo_model
 
+    mean, std = parse_normalization(normalize) if normalize is not None else (None, None)
     if spec.startswith("sklearn:"):
         from adversa.tabular.sklearn_model import load_sklearn
+
+        if normalize is not None:
+            raise BadInput(f"--normalize {normalize}: a scikit-learn model takes no normalisation")
 
         return load_sklearn(
             spec.removeprefix("sklearn:"), trust_model_file=trust_model_file, bounds=bounds
@@ -238,14 +246,16 @@ def load_model(
         elif safeload.file_kind(path) == safeload.ONNX:
             if weights_path is not None:
                 raise BadInput(f"--weights {weights}: an ONNX model holds its weights; drop it")
-            return load_onnx(path, device=device, num_classes=num_classes, bounds=bounds)
+            return load_onnx(
+                path, device=device, num_classes=num_classes, bounds=bounds, mean=mean, std=std
+            )
         else:
             net = load_model_file(path, device, trust_model_file=trust_model_file)
             name = path.name
     if weights_path is not None:
         apply_weights(net, weights_path)
     net.eval()
-    return Model(net, num_classes=num_classes, bounds=bounds, name=name)
+    return Model(net, num_classes=num_classes, bounds=bounds, name=name, mean=mean, std=std)
 
 
 def load_model_file(

@@ -192,7 +192,12 @@ class GaussianAugmentation(DefenseBase):
         y: Tensor,
         ctx: StepContext,
     ) -> BatchMetrics:
-        noise = torch.randn(x.shape, generator=ctx.gen, device=x.device, dtype=x.dtype)
+        noise = ctx.draw(
+            x,
+            lambda batch: torch.randn(
+                batch.shape, generator=ctx.gen, device=batch.device, dtype=batch.dtype
+            ),
+        )
         logits = module(x + self.sigma * noise)
         loss = F.cross_entropy(logits, y)
         _step(optimizer, loss)

@@ -23,6 +23,7 @@ from adversa.certify.report import write_certify_reports
 from adversa.cli.common import (
     EXIT_OK,
     RichProgress,
+    add_normalize_option,
     check_device,
     check_positive,
     parse_attacks,
@@ -50,6 +51,7 @@ def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     ce.add_argument("--model", required=True, help="zoo name, file.py:factory (with --weights)")
     ce.add_argument("--weights", help="state_dict for a file.py:factory model")
+    add_normalize_option(ce)
     ce.add_argument(
         "--trust-model-file",
         action="store_true",
@@ -121,6 +123,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
             progress=progress,
             bounds=bounds,
             trust_model_file=args.trust_model_file,
+            normalize=args.normalize,
         )
         report = plan.run(model, dataset, progress)
     json_path, html_path = write_certify_reports(args.out, report)

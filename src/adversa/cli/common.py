@@ -1,11 +1,15 @@
 """Pieces every `adversa` subcommand shares: exit codes, option parsers and checks, the
-one-line error text, and the rich progress bars (the only place the library's progress
-callbacks are drawn)."""
+one-line error text, and the progress display (the only place the library's progress
+callbacks are drawn): rich bars on a terminal, plain timed lines in a log."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import torch
 
@@ -52,6 +56,31 @@ def parse_attacks(text: str) -> list[str]:
     return names
 
 
+NORMALIZE_HELP = (
+    "normalisation the model expects, put in front of it so attacks stay in pixel space: "
+    "imagenet, cifar10 or MEANS/STDS (e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225)"
+)
+
+
+def add_normalize_option(parser: Any) -> None:
+    """`--normalize` for every command that loads a model (checked when the model loads)."""
+    parser.add_argument("--normalize", metavar="NAME|MEANS/STDS", help=NORMALIZE_HELP)
+
+
+AUTO = "auto"
+
+
+def parse_batch_size(text: str) -> int | str:
+    """`--batch-size`: a positive integer or `auto` (argparse turns a ValueError into one
+    line naming the flag and the value)."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    return int(text)
+
+
+parse_batch_size.__name__ = "batch size (a positive integer or auto)"
+
+
 def check_positive(flag: str, value: int) -> None:
     if value < 1:
         raise BadInput(f"{flag} must be >= 1, got {value}")
@@ -73,11 +102,16 @@ def one_line(exc: BaseException) -> str:
     return first or type(exc).__name__
 
 
-class RichProgress:
-    """Adapts the library's `progress(description, completed, total)` callback to rich bars,
-    one per description, on stderr; invisible when stderr is not a terminal."""
+PLAIN_INTERVAL = 5.0  # seconds between two plain progress lines of one task
 
-    def __init__(self, enabled: bool = True) -> None:
+
+class RichProgress:
+    """Adapts the library's `progress(description, completed, total)` callback for people, one
+    task per description, on `stream` (stderr): rich bars when it is a terminal, else plain
+    lines (`PlainProgress`) that a log file keeps. `enabled=False` shows nothing (the other
+    ranks of a torchrun job)."""
+
+    def __init__(self, enabled: bool = True, stream: TextIO | None = None) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -85,16 +119,21 @@ class RichProgress:
             Progress,
             TextColumn,
             TimeElapsedColumn,
+            TimeRemainingColumn,
         )
 
+        stream = sys.stderr if stream is None else stream
+        terminal = enabled and _is_terminal(stream)
+        self._plain = PlainProgress(stream) if enabled and not terminal else None
         self._bars = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
+            TimeRemainingColumn(),
+            console=Console(file=stream),
             transient=True,
-            disable=not enabled,
+            disable=not terminal,
         )
         self._tasks: dict[str, Any] = {}
 
@@ -106,12 +145,90 @@ class RichProgress:
             self._bars.stop()
 
     def __call__(self, description: str, completed: int, total: int) -> None:
+        if self._plain is not None:
+            self._plain(description, completed, total)
+            return
         if not self._tasks:
             self._bars.start()  # on the first report, so that early errors print alone
         task = self._tasks.get(description)
         if task is None:
             task = self._tasks[description] = self._bars.add_task(description, total=total)
         self._bars.update(task, completed=completed, total=total)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+@dataclasses.dataclass(slots=True)
+class _Task:
+    start: float  # clock at the task's first report
+    last: float  # clock at its last printed line (its start until one is printed)
+    completed: int = 0
+    printed: bool = False
+
+
+class PlainProgress:
+    """The progress callback as plain, flushed lines for a log (`... 2>&1 | tee log`):
+
+        [12:03:05] pgd eps=0.1: 300/1000 (30%), 12 s elapsed, ~28 s left
+
+    A task (one description) prints nothing in its first `interval` seconds (default
+    PLAIN_INTERVAL), then at most one line per `interval`, and a final line when it ends
+    (completed >= total) if it printed or ran that long: short tasks stay silent, long work
+    shows it is moving. A description reported again after its end, or with a smaller count,
+    starts a new task. `clock` (seconds) and `wall` (the time of day shown) can be replaced in
+    tests."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], str] = lambda: time.strftime("%H:%M:%S"),
+    ) -> None:
+        self._stream, self._clock, self._wall = stream, clock, wall
+        self._interval = PLAIN_INTERVAL if interval is None else interval
+        self._tasks: dict[str, _Task] = {}
+
+    def __call__(self, description: str, completed: int, total: int) -> None:
+        now = self._clock()
+        task = self._tasks.get(description)
+        if task is None or completed < task.completed:
+            task = self._tasks[description] = _Task(start=now, last=now)
+        task.completed = completed
+        done = completed >= total
+        due = now - task.last >= self._interval
+        if done:
+            del self._tasks[description]
+            due = due or task.printed or now - task.start >= self._interval
+        if not due:
+            return
+        task.last, task.printed = now, True
+        elapsed = now - task.start
+        share = completed / total if total > 0 else 1.0
+        line = f"[{self._wall()}] {description}: {completed}/{total} ({share:.0%}), "
+        if done:
+            line += f"done in {_duration(elapsed)}"
+        elif completed > 0:
+            left = elapsed * (total - completed) / completed
+            line += f"{_duration(elapsed)} elapsed, ~{_duration(left)} left"
+        else:
+            line += f"{_duration(elapsed)} elapsed"
+        print(line, file=self._stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    """`12 s`, `3 min 05 s`, `2 h 04 min`."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 SEED_LIMIT = 2**62  # torch generators take 64 bits; adversa derives seeds by adding offsets

@@ -20,12 +20,16 @@ from typing import Any
 
 from adversa import distributed
 from adversa.attacks import ATTACKS
+from adversa.class_metrics import evasion_line, recall_line
 from adversa.cli.common import (
+    AUTO,
     EXIT_OK,
     RichProgress,
+    add_normalize_option,
     check_device,
     check_positive,
     parse_attacks,
+    parse_batch_size,
     parse_bounds,
     parse_eps,
 )
@@ -37,6 +41,8 @@ from adversa.evaluation.report import REPORT_HTML, REPORT_JSON, Report
 from adversa.jobs.defended import detector_pool
 from adversa.jobs.evaluate import EvaluationPlan
 from adversa.load import load_model
+from adversa.model.memory import auto_batch_size
+from adversa.tabular.evasion import class_rows, resolve_class
 from adversa.threat import NORMS
 
 
@@ -74,6 +80,7 @@ def _add_model_options(ev: argparse.ArgumentParser) -> None:
         "--weights",
         help="state_dict (.pt, loaded weights-only) or .safetensors for a file.py:factory model",
     )
+    add_normalize_option(ev)
     ev.add_argument(
         "--data",
         required=True,
@@ -84,6 +91,7 @@ def _add_model_options(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--label-column", help="the label column of a .csv dataset")
     ev.add_argument(
         "--n",
+        "--n-points",  # the spelling torchrun cannot take for an abbreviation of its own
         type=int,
         help="evaluate the first N test points (deterministic: "
         "the dataset's own order; default all)",
@@ -108,6 +116,13 @@ def _add_threat_options(ev: argparse.ArgumentParser) -> None:
         "own, e.g. fraud) or a JSON file with immutable/integer/increase_only/categorical/"
         "lower/upper/weights, features by name, values in original units",
     )
+    ev.add_argument(
+        "--evade-class",
+        metavar="CLASS",
+        help="the class that must not get through (index or name, e.g. fraud): attack only "
+        "its rows and report how many of those the model catches evade (fraud data reports "
+        "its frauds by default, over all rows)",
+    )
 
 
 def _add_attack_options(ev: argparse.ArgumentParser) -> None:
@@ -117,7 +132,13 @@ def _add_attack_options(ev: argparse.ArgumentParser) -> None:
         "(default: fgsm,pgd, plus deepfool for linf/l2 and cw for l2 when "
         "available); see `adversa list attacks`",
     )
-    ev.add_argument("--batch-size", type=int, default=256, help="points per attack batch")
+    ev.add_argument(
+        "--batch-size",
+        type=parse_batch_size,
+        default=256,
+        help="points per attack batch, or auto: as many as a quarter of the free memory holds "
+        "(measured on the model; recorded in report.json)",
+    )
     ev.add_argument("--seed", type=int, default=0, help="seeds every attack (default 0)")
     ev.add_argument("--steps", type=int, help="override the steps of every attack that has them")
     ev.add_argument(
@@ -160,11 +181,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     names = _check_options(args)
     data = load_data(args.data, split="test", label_column=args.label_column).take(args.n)
     check_labelled_folder(data)
+    if args.evade_class is not None:
+        class_rows(data, resolve_class(data, args.evade_class, "--evade-class"), "--evade-class")
     plan = _plan(args, names, data)
     plan.check(data)  # a bad eps or bounds fails before any model loads (or trains)
     with _process_group(args.device) as main_rank, RichProgress(enabled=main_rank) as progress:
         bounds = plan.threat(data).bounds
         model = _load_on_all_ranks(args.model, args.weights, args, progress, bounds)
+        if args.batch_size == AUTO:
+            plan = dataclasses.replace(plan, batch_size=auto_batch_size(model, data.x))
         if args.surrogate:
             surrogate = _load_on_all_ranks(
                 args.surrogate, args.surrogate_weights, args, progress, bounds
@@ -182,7 +207,8 @@ def _check_options(args: argparse.Namespace) -> list[str]:
     """The flag-level checks, named by flag, before any loading; the attack names."""
     names = parse_attacks(args.attacks) if args.attacks else []
     names = [ATTACKS.canonical(name) for name in names]  # unknown names fail before any work
-    check_positive("--batch-size", args.batch_size)
+    if args.batch_size != AUTO:
+        check_positive("--batch-size", args.batch_size)
     for flag, value in (("--n", args.n), ("--steps", args.steps), ("--eot", args.eot)):
         if value is not None:
             check_positive(flag, value)
@@ -228,7 +254,7 @@ def _plan(args: argparse.Namespace, names: list[str], data: Any) -> EvaluationPl
         attacks=tuple(names),
         steps=args.steps,
         seed=args.seed,
-        batch_size=args.batch_size,
+        batch_size=256 if args.batch_size == AUTO else args.batch_size,
         check_masking=args.check_masking,
         eot=args.eot,
         bpda=args.bpda,
@@ -239,6 +265,7 @@ def _plan(args: argparse.Namespace, names: list[str], data: Any) -> EvaluationPl
         certify=args.certify,
         constraints=args.constraints,
         backdoor=args.backdoor,
+        evade_class=args.evade_class,
         provenance=provenance,
     )
 
@@ -272,6 +299,7 @@ def _load_on_all_ranks(
         progress=progress,
         bounds=bounds,
         trust_model_file=args.trust_model_file,
+        normalize=args.normalize,
     )
     if distributed.is_main():
         distributed.barrier()
@@ -281,8 +309,11 @@ def _load_on_all_ranks(
 def summary(report: Report, out: Path, html_path: Path) -> str:
     """A few lines for the terminal: accuracies per eps, warnings, where the report is."""
     config = report.config
+    points = f"n={report.n}"
+    if config.get("evade_class") is not None and report.evasion is not None:
+        points += f" (the {report.evasion['name']} rows only, of {config.get('n_all')})"
     lines = [
-        f"{config.get('model')} on {config.get('data')}: n={report.n}, {config.get('norm')}, "
+        f"{config.get('model')} on {config.get('data')}: {points}, {config.get('norm')}, "
         f"seed {report.seed}, {report.seconds:.1f} s",
         f"clean accuracy   {100 * report.clean_accuracy:5.1f}%",
     ]
@@ -294,6 +325,10 @@ def summary(report: Report, out: Path, html_path: Path) -> str:
             f"robust accuracy  {100 * entry['robust_accuracy']:5.1f}% at eps={entry['eps']:g}"
             f"  (after {steps})"
         )
+    if report.evasion is not None:
+        lines.append(evasion_line(report.evasion))
+    if report.class_metrics:
+        lines.append(f"per class: {recall_line(report.class_metrics)}")
     for entry in report.certified:
         lines.append(
             f"certified ({entry['method']}) {100 * entry['certified_accuracy']:5.1f}% at "

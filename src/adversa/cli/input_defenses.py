@@ -46,7 +46,7 @@ def add_reformer_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     tr.add_argument("--noise", type=float, default=default.noise, help="training noise std")
     tr.add_argument("--width", type=int, default=default.width, help="hidden channels")
     tr.add_argument("--no-pool", action="store_true", help="MagNet's 'Detector II' (no pooling)")
-    tr.add_argument("--n", type=int, help="train on the first N points only")
+    tr.add_argument("--n", "--n-points", type=int, help="train on the first N points only")
     tr.add_argument("--seed", type=int, default=default.seed)
     tr.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     tr.set_defaults(handler=cmd_train_reformer)

@@ -3,12 +3,16 @@
 adversa poison --data D --attack badnets --rate 0.05 --target-class 0 --out DIR
     writes DIR/poisoned.npz (x, y, poisoned_idx), DIR/trigger.npz (pattern, mask) and
     DIR/manifest.json; `adversa train --data DIR/poisoned.npz --test-data D` trains on it.
-adversa backdoor-eval --model M --backdoor DIR [--data D]
-    clean accuracy and attack success rate, always both (test split of the manifest's data).
+    DIR/report.html shows the poisons per class, the trigger and poisoned samples.
+adversa backdoor-eval --model M --backdoor DIR [--data D] [--out OUT]
+    clean accuracy and attack success rate, always both (test split of the manifest's data);
+    OUT/report.json and OUT/report.html with triggered examples.
 adversa inspect-data --data DIR/poisoned.npz --model M --detector spectral [--rate R]
-                     [--retrain [--retrain-epochs K]]
-    per-sample scores and flagged indices (DIR/inspect.json with --out); precision, recall
-    and ROC AUC when the .npz carries poisoned_idx. --retrain trains a fresh small network
+                     [--retrain [--retrain-epochs K]] [--out OUT]
+    per-sample scores and flagged indices (OUT/inspect.json and OUT/report.html with --out);
+    precision, recall and ROC AUC when the .npz carries poisoned_idx. `--detector strip`
+    screens test inputs instead (the test split of the manifest's data, half triggered) and
+    reports its ROC AUC. --retrain trains a fresh small network
     (the built-in recipe of `adversa.poisoning.surrogate.fit_classifier`) on the data with the
     flagged samples removed and reports clean accuracy and ASR of the given model ("before")
     and of the retrained one ("after"); the trigger and test data come from the manifest.json
@@ -18,15 +22,20 @@ adversa inspect-data --data DIR/poisoned.npz --model M --detector spectral [--ra
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from adversa.cli.common import EXIT_OK
+from adversa.cli.common import EXIT_OK, add_normalize_option
 from adversa.data import load_data
 from adversa.errors import BadInput
-from adversa.io import atomic_write_text
-from adversa.jobs.poison import POISON_OPTIONS, Backdoor, InspectPlan, PoisonPlan
+from adversa.jobs.poison import (
+    POISON_OPTIONS,
+    Backdoor,
+    InspectPlan,
+    PoisonPlan,
+    write_backdoor_report,
+    write_inspect,
+)
 from adversa.load import load_model
 
 
@@ -58,6 +67,7 @@ def _add_backdoor_eval_parser(commands: Any, common: argparse.ArgumentParser) ->
     )
     be.add_argument("--model", required=True)
     be.add_argument("--weights")
+    add_normalize_option(be)
     be.add_argument(
         "--trust-model-file",
         action="store_true",
@@ -67,6 +77,7 @@ def _add_backdoor_eval_parser(commands: Any, common: argparse.ArgumentParser) ->
     be.add_argument("--backdoor", required=True, help="directory written by `adversa poison`")
     be.add_argument("--data", help="test data (default: the manifest's data, test split)")
     be.add_argument("--label-column", help="the label column of a .csv --data")
+    be.add_argument("--out", help="write OUT/report.json and OUT/report.html")
     be.set_defaults(handler=cmd_backdoor_eval)
 
 
@@ -78,14 +89,25 @@ def _add_inspect_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     ins.add_argument("--label-column", help="the label column of a .csv dataset")
     ins.add_argument("--model", required=True)
     ins.add_argument("--weights")
+    add_normalize_option(ins)
     ins.add_argument(
         "--trust-model-file",
         action="store_true",
         help="allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
         "which runs code from the file",
     )
-    ins.add_argument("--detector", default="spectral", help="spectral, activation-clustering, loss")
-    ins.add_argument("--rate", type=float, help="expected poison share (spectral, loss)")
+    ins.add_argument(
+        "--detector",
+        default="spectral",
+        help="spectral, activation-clustering, loss (score the training samples of --data); "
+        "strip screens test inputs, not the training set: the test split of the data named in "
+        "the manifest.json next to --data, half of it stamped with the trigger (ROC AUC)",
+    )
+    ins.add_argument(
+        "--rate",
+        type=float,
+        help="expected poison share (spectral, loss; activation-clustering: assume poisons)",
+    )
     ins.add_argument(
         "--retrain",
         action="store_true",
@@ -94,8 +116,8 @@ def _add_inspect_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     ins.add_argument(
         "--retrain-epochs", type=int, help="epochs of the retraining (default 4; with --retrain)"
     )
-    ins.add_argument("--seed", type=int, default=0, help="seed of the retraining")
-    ins.add_argument("--out", help="write DIR/inspect.json")
+    ins.add_argument("--seed", type=int, default=0, help="seed of the retraining and of strip")
+    ins.add_argument("--out", help="write OUT/inspect.json and OUT/report.html")
     ins.set_defaults(handler=cmd_inspect_data)
 
 
@@ -113,7 +135,8 @@ def cmd_poison(args: argparse.Namespace) -> int:
     manifest = run.manifest
     print(
         f"{manifest['attack']}: poisoned {manifest['n_poisoned']} of {manifest['n']} samples; "
-        f"wrote {Path(args.out) / 'poisoned.npz'} and {manifest_path}"
+        f"wrote {Path(args.out) / 'poisoned.npz'}, {manifest_path} and "
+        f"{Path(args.out) / 'report.html'}"
     )
     return EXIT_OK
 
@@ -122,12 +145,19 @@ def cmd_backdoor_eval(args: argparse.Namespace) -> int:
     backdoor = Backdoor.read(args.backdoor)
     label_column = args.label_column if args.data else None
     test = backdoor.test_data(args.data, label_column)
-    model = load_model(args.model, weights=args.weights, trust_model_file=args.trust_model_file)
-    m = backdoor.measure(model, test, f"--data {args.data or backdoor.manifest['data']}")
+    model = load_model(
+        args.model,
+        weights=args.weights,
+        trust_model_file=args.trust_model_file,
+        normalize=args.normalize,
+    )
+    m = backdoor.report(model, test, f"--data {args.data or backdoor.manifest['data']}")
     print(
         f"clean accuracy {100 * m['clean_accuracy']:5.1f}%   "
         f"attack success rate {100 * m['asr']:5.1f}%"
     )
+    if args.out:
+        print(f"wrote {write_backdoor_report(args.out, m)}")
     return EXIT_OK
 
 
@@ -144,9 +174,29 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
         retrain_epochs=4 if args.retrain_epochs is None else args.retrain_epochs,
         seed=args.seed,
     )
-    model = load_model(args.model, weights=args.weights, trust_model_file=args.trust_model_file)
+    model = load_model(
+        args.model,
+        weights=args.weights,
+        trust_model_file=args.trust_model_file,
+        normalize=args.normalize,
+    )
     report = plan.run(model, dataset, source=args.data)
-    print(f"{args.detector}: flagged {len(report['flagged'])} of {len(dataset)} samples")
+    _print_inspection(report, len(dataset))
+    if args.out:
+        print(f"wrote {write_inspect(args.out, report, dataset, args.data)}")
+    return EXIT_OK
+
+
+def _print_inspection(report: dict[str, Any], n: int) -> None:
+    if report["detector"] == "strip":
+        m = report["metrics"]
+        print(
+            f"strip on the {report['inputs']}: {m['n_triggered']} triggered, {m['n_clean']} "
+            f"clean inputs; ROC AUC {m['auc']:.3f}; at {100 * m['fpr_target']:.0f}% target FPR "
+            f"flags {100 * m['tpr']:.1f}% of triggered, {100 * m['fpr']:.1f}% of clean"
+        )
+        return
+    print(f"{report['detector']}: flagged {len(report['flagged'])} of {n} samples")
     if "metrics" in report:
         m = report["metrics"]
         print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  ROC AUC {m['auc']:.3f}")
@@ -157,6 +207,3 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
                 f"{label:<6} clean accuracy {100 * m['clean_accuracy']:5.1f}%   "
                 f"attack success rate {100 * m['asr']:5.1f}%"
             )
-    if args.out:
-        atomic_write_text(Path(args.out) / "inspect.json", json.dumps(report) + "\n")
-    return EXIT_OK

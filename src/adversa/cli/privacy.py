@@ -8,10 +8,11 @@ adversa privacy --model M [--data D] --attack lira|threshold|shadow|boundary|all
     Shadow and reference models take the target's architecture and recipe when it is known
     (a zoo name or an `adversa train` directory: `--reference-arch same`, the default there),
     else they are MLPs (`mlp`).
-adversa invert --model M [--data D] [--classes 0,1] [--init zeros,mean,random] [--tv W]
-               --out DIR
+adversa invert --model M [--data D] [--classes 0,1] [--init mean] [--restarts 8]
+               [--combine mean|best] [--update l2|plain] [--tv W] [--tv-beta 1|2] --out DIR
     writes DIR/inversion.json and DIR/inversion.html: MIFace reconstructions per class beside
-    the real class mean, and how an independently trained model classifies them.
+    the real class mean, how an independently trained model classifies them and which class
+    mean they correlate with most.
 
 Who is a member, and which models train the shadows: `adversa.jobs.privacy`.
 """
@@ -24,13 +25,18 @@ import functools
 import math
 from typing import Any
 
-from adversa.cli.common import EXIT_OK, RichProgress, check_positive
+from adversa.cli.common import EXIT_OK, RichProgress, add_normalize_option, check_positive
 from adversa.errors import BadInput
 from adversa.jobs.inversion import InversionPlan
 from adversa.jobs.privacy import MembershipPlan, candidates, target_recipe, training_splits
 from adversa.load import load_model
 from adversa.privacy.metrics import check_fpr
-from adversa.privacy.report import attack_warnings, tpr_text, write_membership_reports
+from adversa.privacy.report import (
+    attack_warnings,
+    inversion_summary,
+    tpr_text,
+    write_membership_reports,
+)
 
 
 def add_privacy_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -59,6 +65,7 @@ def _add_model_options(parser: argparse.ArgumentParser, data_help: str, also: st
     `data_help`) and --label-column."""
     parser.add_argument("--model", required=True, help="zoo name, training directory, file, ...")
     parser.add_argument("--weights", help="state_dict for a file.py:factory model")
+    add_normalize_option(parser)
     parser.add_argument(
         "--trust-model-file",
         action="store_true",
@@ -74,7 +81,9 @@ def _add_membership_options(parser: argparse.ArgumentParser) -> None:
         "--attack", default="lira", help="lira, threshold, shadow, boundary, all (comma list)"
     )
     parser.add_argument("--shadows", type=int, default=16, help="shadow / reference models")
-    parser.add_argument("--n", type=int, default=500, help="members and non-members, each")
+    parser.add_argument(
+        "--n", "--n-points", type=int, default=500, help="members and non-members, each"
+    )
     parser.add_argument("--members", help="known members (file or built-in name, loaded whole)")
     parser.add_argument("--nonmembers", help="known non-members (with --members)")
     parser.add_argument(
@@ -116,10 +125,37 @@ def _add_invert_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         inv, "dataset for the input shape, class means, mean image", " (--model and --independent)"
     )
     inv.add_argument("--classes", help="comma-separated classes (default: all)")
-    inv.add_argument("--init", default="zeros,mean,random", help="zeros, mean, random (list)")
+    inv.add_argument(
+        "--init", default="mean", help="zeros, mean (the data's mean image), random (list)"
+    )
+    inv.add_argument("--restarts", type=int, default=8, help="starts per init (noisy copies)")
+    inv.add_argument(
+        "--combine",
+        default="mean",
+        choices=("mean", "best"),
+        help="mean: average the restarts' results (default); best: keep the most confident",
+    )
+    inv.add_argument(
+        "--noise", type=float, default=0.1, help="restarts' noise std, as a share of the range"
+    )
+    inv.add_argument(
+        "--update",
+        default="l2",
+        choices=("l2", "plain"),
+        help="l2: normalised gradient steps (default; Santurkar et al. 2019); plain: the paper's",
+    )
     inv.add_argument("--tv", type=float, default=0.0, help="total-variation prior weight")
-    inv.add_argument("--steps", type=int, default=500, help="gradient steps")
-    inv.add_argument("--step-size", type=float, default=0.1, help="gradient step size")
+    inv.add_argument("--tv-beta", type=float, default=1.0, help="TV exponent (2: smoothness)")
+    inv.add_argument("--steps", type=int, default=200, help="gradient steps")
+    inv.add_argument(
+        "--step-size",
+        type=float,
+        help="l2: RMS change per value as a share of the range (default 0.02); plain: the "
+        "paper's lambda (default 0.1)",
+    )
+    inv.add_argument(
+        "--gamma", type=float, default=1.0, help="stop at this confidence (1: run every step)"
+    )
     inv.add_argument(
         "--objective",
         default="log",
@@ -179,6 +215,7 @@ def cmd_privacy(args: argparse.Namespace) -> int:
             num_classes=parts.dataset.num_classes,
             bounds=tuple(parts.dataset.bounds),
             trust_model_file=args.trust_model_file,
+            normalize=args.normalize,
         )
         report = plan.run(model, parts, recipe, progress)
     _, html_path = write_membership_reports(args.out, report)
@@ -219,15 +256,38 @@ def _parse_classes(text: str | None, num_classes: int) -> tuple[int, ...] | None
     return tuple(values)
 
 
-def cmd_invert(args: argparse.Namespace) -> int:
+def _check_invert_numbers(args: argparse.Namespace) -> None:
+    """Each numeric `invert` option in its range, else `BadInput` naming the flag."""
     check_positive("--steps", args.steps)
-    if not (math.isfinite(args.tv) and args.tv >= 0):
-        raise BadInput(f"--tv must be >= 0 and finite, got {args.tv}")
+    check_positive("--restarts", args.restarts)
+    ranges = {  # flag: (value, lowest, lowest allowed, highest, what is expected)
+        "--tv": (args.tv, 0.0, True, math.inf, ">= 0 and finite"),
+        "--tv-beta": (args.tv_beta, 1.0, True, math.inf, ">= 1 and finite"),
+        "--noise": (args.noise, 0.0, True, math.inf, ">= 0 and finite"),
+        "--step-size": (args.step_size, 0.0, False, math.inf, "> 0 and finite"),
+        "--gamma": (args.gamma, 0.0, False, 1.0, "in (0, 1]"),
+    }
+    for flag, (value, lo, closed, hi, expected) in ranges.items():
+        if value is None:
+            continue
+        above = value >= lo if closed else value > lo
+        if not (math.isfinite(value) and above and value <= hi):
+            raise BadInput(f"{flag} must be {expected}, got {value}")
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    _check_invert_numbers(args)
     plan = InversionPlan(
         inits=tuple(p.strip() for p in args.init.split(",") if p.strip()),
+        restarts=args.restarts,
+        combine=args.combine,
+        noise=args.noise,
+        update=args.update,
         tv=args.tv,
+        tv_beta=args.tv_beta,
         steps=args.steps,
         step_size=args.step_size,
+        gamma=args.gamma,
         objective=args.objective,
         seed=args.seed,
         provenance={"model": args.model, "weights": args.weights, "data": args.data},
@@ -242,18 +302,12 @@ def cmd_invert(args: argparse.Namespace) -> int:
             bounds=tuple(train.bounds),
             trust_model_file=args.trust_model_file,
         )
-        model = load(args.model, weights=args.weights)
+        model = load(args.model, weights=args.weights, normalize=args.normalize)
         independent = load(args.independent) if args.independent else None
         run = plan.run(
             model, train, independent, progress, source=source, independent_name=args.independent
         )
     _, html_path = run.write(args.out)
-    m = run.measures
-    print(
-        f"MIFace on {len(run.result.classes)} classes x {len(plan.inits)} inits: attacked model "
-        f"assigns {100 * m['target_rate']:.1f}% to their class (mean confidence "
-        f"{100 * m['target_confidence']:.1f}%), independent model "
-        f"{100 * m['independent_rate']:.1f}%; RMSE to class mean {m['class_mean_rmse']:.3f}"
-    )
+    print(inversion_summary(run.report))
     print(f"report: {html_path}")
     return EXIT_OK

@@ -19,7 +19,12 @@ from adversa.cli.common import EXIT_OK, check_positive
 from adversa.cli.privacy import parse_fprs
 from adversa.data import load_data
 from adversa.jobs.privacy_defense import DEFENSES, PrivacyDefensePlan
-from adversa.privacy.report import write_defense_reports
+from adversa.privacy.report import (
+    DEFENSE_ATTACKS,
+    resolution_note,
+    tpr_text,
+    write_defense_reports,
+)
 
 
 def add_privacy_defense_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -76,13 +81,28 @@ def cmd_privacy_defense(args: argparse.Namespace) -> int:
     train, test = load_data(args.data, split="train"), load_data(args.data, split="test")
     report = plan.run(train, test)
     _, html_path = write_defense_reports(args.out, report)
-    for row in report["options"]:
-        eps = "" if row["epsilon"] is None else f"  epsilon {row['epsilon']:.2f}"
-        lira = f"  LiRA AUC {row['lira_auc']:.3f}" if "lira_auc" in row else ""
-        print(
-            f"{row['name']:<16} test accuracy {100 * row['test_accuracy']:5.1f}% "
-            f"(cost {100 * row['accuracy_cost']:+5.1f} pts)  threshold AUC {row['auc']:.3f}"
-            f"{lira}{eps}"
-        )
+    print(defense_summary(report))
     print(f"report: {html_path}")
     return EXIT_OK
+
+
+def defense_summary(report: dict[str, Any]) -> str:
+    """Per option: test accuracy and its cost, epsilon, and per attack its AUC and TPR at each
+    FPR (n/a where the non-members cannot resolve it); then the smallest FPR the non-members
+    resolve, and the warnings (an AUC below 0.5)."""
+    lines = []
+    for row in report["options"]:
+        eps = "" if row["epsilon"] is None else f"  epsilon {row['epsilon']:.2f}"
+        lines.append(
+            f"{row['name']:<16} test accuracy {100 * row['test_accuracy']:5.1f}% "
+            f"(cost {100 * row['accuracy_cost']:+5.1f} pts){eps}"
+        )
+        for p, label in DEFENSE_ATTACKS:
+            if f"{p}auc" in row:
+                tprs = "  ".join(
+                    f"TPR@{100 * f:g}%FPR {tpr_text(row, f, p)}" for f in report["fprs"]
+                )
+                lines.append(f"  {label:<15} AUC {row[p + 'auc']:.3f}  {tprs}")
+    if report["options"] and "n_nonmembers" in report["options"][0]:
+        lines.append(resolution_note(report["options"][0]))
+    return "\n".join([*lines, *(f"warning: {w}" for w in report.get("warnings") or [])])

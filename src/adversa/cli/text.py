@@ -45,7 +45,9 @@ def add_text_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     tx.add_argument("--text-column", help="the text column of a .csv (default text)")
     tx.add_argument("--label-column", help="the label column of a .csv (default label)")
     tx.add_argument("--attacks", default="pwws,deepwordbug", help="comma-separated text attacks")
-    tx.add_argument("--n", type=int, default=200, help="attack the first N test texts")
+    tx.add_argument(
+        "--n", "--n-points", type=int, default=200, help="attack the first N test texts"
+    )
     tx.add_argument(
         "--model",
         help="a TextClassifier.save file, or sklearn:PATH.joblib (anything with "

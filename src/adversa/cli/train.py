@@ -2,6 +2,7 @@
 
     adversa train --data D --arch A --defense NAME [--eps E --norm N --beta B ...]
                   [--epochs K --batch-size B --lr LR --optimizer adam|sgd --seed S]
+                  [--class-balance none|sample|sqrt]
                   --out DIR [--resume | --overwrite]
 
 Defense options are derived from the registered defenses' config fields (`defense_flags`):
@@ -24,11 +25,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from adversa import distributed
+from adversa.class_metrics import recall_line
 from adversa.cli.common import RichProgress, check_device, parse_attacks, parse_bounds, parse_eps
 from adversa.errors import BadInput
 from adversa.nets import ARCHS
 from adversa.train import DEFENSES, TrainConfig
 from adversa.train.loop import train
+from adversa.train.sampling import CLASS_BALANCES
 
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
 _COMMENTED = re.compile(r"^[ \t]+(\w+): [^#\n]*#[ \t]*(.+)$", re.MULTILINE)
@@ -123,6 +126,13 @@ def add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--train-size", type=int, help="train on the first N samples only")
     tr.add_argument(
+        "--class-balance",
+        choices=CLASS_BALANCES,
+        default="none",
+        help="epoch order for imbalanced data: none (a permutation), sample (every class drawn "
+        "equally often) or sqrt (drawn in proportion to sqrt(class size)); any defense",
+    )
+    tr.add_argument(
         "--final-eval",
         default="apgd-ce,apgd-t",
         help="attacks of the final robust evaluation at the defense's eps, or 'none'",
@@ -174,6 +184,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         eval_size=args.eval_size,
         eval_eps=_single_eps(parse_eps(args.eval_eps)) if args.eval_eps else None,
         bounds=bounds,
+        class_balance=args.class_balance,
     )
 
 
@@ -217,15 +228,24 @@ def summary(card: dict[str, Any], out: Path) -> str:
     lines = [
         f"{card['arch']} on {card['data']} with {card['defense']['name']}: "
         f"{card['hyperparameters']['epochs']} epochs, seed {card['seed']}, "
+        f"{_balance(card)}"
         f"{card['train_seconds']:.1f} s",
         f"train loss {last.get('loss', float('nan')):.4f}, "
         f"clean accuracy on the test split {100 * evaluation['clean_accuracy']:.1f}%",
     ]
+    if evaluation.get("class_metrics"):
+        lines.append(f"per class (test): {recall_line(evaluation['class_metrics'])}")
     robust = evaluation.get("robust")
     if robust:
         lines.append(
             f"robust accuracy {100 * robust['robust_accuracy']:.1f}% at {robust['norm']} "
             f"eps={robust['eps']:g} on {robust['n']} points ({', '.join(robust['attacks_run'])})"
         )
+    lines += [f"warning: {w}" for w in card.get("warnings", ())]
     lines.append(f"model: {out / 'model.pt'} (card {out / 'card.json'}, metrics.jsonl)")
     return "\n".join(lines)
+
+
+def _balance(card: dict[str, Any]) -> str:
+    balance = card["hyperparameters"].get("class_balance", "none")
+    return "" if balance in (None, "none") else f"class balance {balance}, "

@@ -2,9 +2,10 @@
 
 Each trains on points an adversary found inside a ball around the batch (`BallDefense`: a
 `threat: ThreatModel` and an optional linear eps ramp over the first `eps_ramp` share of the
-run). The
-adversary is `objectives.inner_max` (the papers' PGD: every point, every step, eval mode, the
-threat model's projection), seeded from `ctx.gen`, so a resumed run draws the same starts.
+run). The adversary is `objectives.inner_max` (the papers' PGD: every point, every step, eval
+mode, the threat model's projection), started from draws of `ctx.gen` taken through
+`ctx.draw`, so a resumed run draws the same starts and K data-parallel processes draw those
+of one.
 The single-step variants are in `fast.py` (FGSM-RS) and `free.py` (free adversarial training).
 """
 
@@ -130,7 +131,7 @@ class PGDAT(_Iterative):
         ctx: StepContext,
     ) -> BatchMetrics:
         threat = self.threat_at(ctx)
-        start = threat.random_start(x, ctx.gen)
+        start = ctx.draw(x, lambda batch: threat.random_start(batch, ctx.gen))
         x_adv = inner_max(
             module,
             threat,
@@ -187,7 +188,7 @@ class TRADES(_KLWeighted):
             threat,
             x,
             lambda logits: _kl(p_clean, log_clean, F.log_softmax(logits, dim=1)),
-            start=_small_noise(x, ctx.gen),
+            start=ctx.draw(x, lambda batch: _small_noise(batch, ctx.gen)),
             steps=self.steps,
             step_size=self.size(threat),
         )
@@ -240,7 +241,7 @@ class MART(_KLWeighted):
             threat,
             x,
             ce_objective(y),
-            start=_small_noise(x, ctx.gen),
+            start=ctx.draw(x, lambda batch: _small_noise(batch, ctx.gen)),
             steps=self.steps,
             step_size=self.size(threat),
         )

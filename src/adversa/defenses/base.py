@@ -24,13 +24,14 @@ and cards record them flat (`defense_options`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from adversa.checks import check_config_types
+from adversa.errors import require
 from adversa.threat import ThreatModel, ThreatRegistry, threat_options
 
 
@@ -58,6 +59,12 @@ class StepContext:
     for this batch (same batch, same seed -> same draws, also after a resume). `state` is the
     defense's carried state (`defense.new_state()`, the same object for every batch of a
     stage); a defense with state refuses the stateless default.
+
+    Data-parallel training hands each process a contiguous shard of a global batch: `offset`
+    is the shard's first row in it, `rows` the global batch's size (None: the batch is whole)
+    and `gather` joins every process's shard of a per-sample tensor, in order. `gen` is the
+    same on every process, so a defense draws through `draw` and gets the rows a single
+    process drawing for the whole batch would give its shard: K processes train as one.
     """
 
     step: int
@@ -66,10 +73,38 @@ class StepContext:
     seed: int
     gen: torch.Generator
     state: DefenseState = NO_STATE
+    offset: int = 0
+    rows: int | None = None
+    gather: Callable[[Tensor], Tensor] | None = None
 
     @property
     def fraction(self) -> float:
         return self.step / max(1, self.total)
+
+    def draw(self, x: Tensor, sample: Callable[[Tensor], Tensor]) -> Tensor:
+        """`sample(batch)` for the global batch `x` is a shard of, at `x`'s rows.
+
+        `sample` must treat rows independently (each output row from its input row and the
+        generator's draws, whose number depends on the shape only), as `random_start` and
+        added noise do: it runs on the global shape with `x` at its rows and zeros elsewhere,
+        so every process draws the whole batch's numbers (a few extra random numbers, no
+        extra passes) and keeps its own.
+        """
+        if self.rows is None or self.rows == len(x):
+            return sample(x)
+        require(
+            self.offset >= 0 and self.offset + len(x) <= self.rows,
+            f"a shard of {len(x)} rows from row {self.offset} does not fit a batch of "
+            f"{self.rows} (StepContext offset and rows)",
+        )
+        whole = x.new_zeros((self.rows, *x.shape[1:]))
+        whole[self.offset : self.offset + len(x)] = x
+        return sample(whole)[self.offset : self.offset + len(x)]
+
+    def gathered(self, t: Tensor) -> Tensor:
+        """The global batch's rows of a per-sample tensor whose shard this process holds
+        (`t` itself on one process)."""
+        return t if self.gather is None else self.gather(t)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

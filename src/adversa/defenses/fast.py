@@ -56,7 +56,7 @@ class FastAT(BallDefense):
             threat,
             x,
             ce_objective(y),
-            start=threat.random_start(x, ctx.gen),
+            start=ctx.draw(x, lambda batch: threat.random_start(batch, ctx.gen)),
             steps=1,
             step_size=alpha,
         )

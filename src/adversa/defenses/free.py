@@ -7,7 +7,10 @@ gradient for the perturbation, delta <- project(delta + step_size * sign(grad_x)
 paper, delta carries over from one minibatch to the next (its first rows, when a batch is
 smaller); it lives in a `FreeState` (`new_state()`), outside the frozen config: the caller
 makes one per run, passes it to every batch as `StepContext.state`, and a checkpoint stores
-its `state_dict()`.
+its `state_dict()`. Under data-parallel training every process keeps the whole batch's delta
+(the shards' deltas gathered after each batch, one all-gather of the batch's size) and
+starts from its shard's rows of it, so K processes carry what one process carries, also
+when the last batch of an epoch is smaller and splits differently.
 
 A call makes m optimizer steps: `steps_per_batch` says so, and a trainer matching the budget of
 E epochs of standard training runs ceil(E / m) epochs (the paper's "epochs / m").
@@ -41,16 +44,16 @@ class FreeState(DefenseState):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.delta = state.get("delta")
 
-    def take(self, x: Tensor) -> Tensor:
-        """The carried delta for a batch shaped like `x`: its first rows, zero-padded."""
+    def take(self, x: Tensor, offset: int = 0) -> Tensor:
+        """The carried delta for a batch shaped like `x` whose first row is row `offset` of
+        the global batch: those rows of it, zero where it has none."""
+        out = torch.zeros_like(x)
         carried = self.delta
         if carried is None or carried.shape[1:] != x.shape[1:]:
-            return torch.zeros_like(x)
-        carried = carried.to(device=x.device, dtype=x.dtype)
-        if len(carried) >= len(x):
-            return carried[: len(x)].clone()
-        pad = torch.zeros((len(x) - len(carried), *x.shape[1:]), device=x.device, dtype=x.dtype)
-        return torch.cat([carried, pad])
+            return out
+        rows = carried[offset : offset + len(x)].to(device=x.device, dtype=x.dtype)
+        out[: len(rows)] = rows
+        return out
 
     def keep(self, delta: Tensor) -> None:
         """Store `delta` over the first rows of the carried perturbation."""
@@ -115,7 +118,7 @@ class FreeAT(BallDefense):
         size = self.step_size if self.step_size is not None else threat.eps
         clean_loss, clean_correct = clean_metrics(module, x, y)
         x = x.detach()
-        delta = carried.take(x)
+        delta = carried.take(x, ctx.offset)
         total = torch.zeros((), device=x.device)
         for _ in range(self.replays):
             x_in = threat.project(x + delta, x).requires_grad_(True)
@@ -127,7 +130,7 @@ class FreeAT(BallDefense):
             total += loss.detach()
             grad = x_in.grad  # x_in is a leaf: the same backward pass filled its gradient
             delta = threat.project(x_in.detach() + size * grad.sign(), x) - x
-        carried.keep(delta)
+        carried.keep(ctx.gathered(delta))
         return BatchMetrics(
             loss=float(total) / self.replays,
             clean_loss=clean_loss,

@@ -32,6 +32,7 @@ from adversa.checks import as_tensor, check_batch
 from adversa.errors import BadInput, describe, is_integer
 from adversa.evaluation import sanity
 from adversa.evaluation.attack_list import AttackSpec, resolve_attacks, sweep_threats
+from adversa.evaluation.attack_progress import AttackProgress
 from adversa.model import Cost, Model, as_model, diagnose_mismatch
 from adversa.threat import ThreatModel
 
@@ -144,7 +145,7 @@ def evaluate(
     `seed`, or attack objects, whose threat is replaced by `threat`). Attacks that do not
     support the threat's norm are skipped with a warning; naming only such attacks raises
     `BadInput`. `checks=False` skips the sanity checks. `progress(description, completed,
-    total)` is called after each batch.
+    total)` counts each attack's points, moving within a batch (`attack_progress`).
 
     Example::
 
@@ -209,6 +210,7 @@ def evaluate_sweep(
     num_classes = model.resolve_num_classes(x)
     check_batch(x, y, max(threats, key=lambda t: t.eps), num_classes)
     y = y.long()
+    batch_size = distributed.batch_size_for(x.shape[0], batch_size)  # every rank gets work
     plans = [resolve_attacks(attacks, t, seed) for t in threats]
 
     with diagnose_mismatch(model, x, data="x"):
@@ -320,16 +322,15 @@ def _cascade(
     for k, attack in enumerate(plan):
         todo = torch.nonzero(robust).squeeze(1)
         label = f"{attack.name} eps={threat.eps:g}"
-        cost, done, hits = Cost(), 0, []
+        shown = AttackProgress(progress, label, todo.shape[0], attack.config())
+        cost, hits = Cost(), []
         for idx in distributed.my_batches(todo, batch_size):
-            result = attack(model, x[idx], y[idx])
+            with shown.batch(model.module, idx.shape[0]):  # points, moving within a batch
+                result = attack(model, x[idx], y[idx])
             cost = cost + result.cost
             hits.append(
                 (idx[result.success], result.x_adv[result.success], result.pred[result.success])
             )
-            done += idx.shape[0]
-            if progress is not None:
-                progress(label, done, todo.shape[0])
         for rank_hits in distributed.all_gather(hits):
             for hit, x_hit, pred_hit in rank_hits:
                 hit = hit.to(x.device)

@@ -11,13 +11,17 @@ from typing import Any
 
 import torch
 
+from adversa.evaluation.backdoor_section import backdoor_section, without_backdoor
 from adversa.evaluation.battery import EvalResult, SweepResult
 from adversa.evaluation.html_sections import (
     certified_by_eps,
     certified_note,
     certified_section,
     certified_series,
+    class_section,
+    evasion_card,
     masking_section,
+    points_caption,
 )
 from adversa.evaluation.report import Report
 from adversa.render import (
@@ -60,13 +64,17 @@ def render_html(
         parts.append(defense_section(data["defense"]))
     for entry in data["results"]:
         parts.append(_attack_table(entry, data, len(data["results"]) > 1))
+    parts.append(class_section(data))
     parts.append(certified_section(data))
     if len(data["curve"]) > 1 or data.get("certified"):
         parts.append("<h2>Accuracy versus eps</h2>" + _curve(data))
     parts.append(masking_section(data))
+    parts.append(backdoor_section(data))
     if first is not None:
         parts.append(_gallery(first, kind, class_names, feature_names, data.get("feature_changes")))
-    parts.append(config_section({**data["config"], "seed": data["seed"]}, data["versions"]))
+    parts.append(
+        config_section({**without_backdoor(data["config"]), "seed": data["seed"]}, data["versions"])
+    )
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
 
@@ -95,8 +103,11 @@ def _headline(data: dict[str, Any]) -> str:
         ("clean accuracy", pct(data["clean_accuracy"])),
         ("robust accuracy", pct(data["robust_accuracy"])),
         ("threat model", threat),
-        ("points", str(data["n"])),
+        ("points", points_caption(data)),
     ]
+    evaded = evasion_card(data)
+    if evaded is not None:
+        headline.insert(2, evaded)
     certified = certified_by_eps(data).get(float(eps[0])) if eps[0] != "" else None
     if certified is not None:
         caption = f"certified accuracy ({certified['method']})"
@@ -115,7 +126,8 @@ def _attack_table(entry: dict[str, Any], data: dict[str, Any], several: bool) ->
     title = f"Attacks at eps = {fmt(entry['eps'])}" if several else "Attacks"
     head = (
         "<tr><th>attack (cascade order)</th><th>points attacked</th><th>newly broken</th>"
-        "<th>robust accuracy after</th><th>forward calls</th><th>backward calls</th>"
+        "<th>robust accuracy after</th><th>forward calls (incl. queries)</th>"
+        "<th>backward calls</th>"
         "<th>queries</th><th>seconds</th></tr>"
     )
     rows = "".join(

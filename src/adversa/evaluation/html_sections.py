@@ -139,3 +139,76 @@ def _sweep_row(data: dict[str, Any]) -> tuple[str, str, str, str]:
         f"robust accuracy never rises with eps and falls to {pct(last['robust_accuracy'])} "
         f"at eps = {fmt(last['eps'])} (chance or below)",
     )
+
+
+CLASS_ROWS = 20  # classes shown in the page's table (all of them are in report.json)
+
+
+def evasion_card(data: dict[str, Any]) -> tuple[str, str] | None:
+    """The headline card for the positives that evade: ("frauds that get through ...",
+    "3 of 5 caught (60.0%)"), or None without an evasion class."""
+    entry = data.get("evasion")
+    if not entry:
+        return None
+    rate = entry["evade_rate"]
+    value = f"{entry['evaded']} of {entry['caught']} caught"
+    value += f" ({pct(rate)})" if rate is not None else ""
+    return (f"{entry['name']} rows that get through (evade)", value)
+
+
+def points_caption(data: dict[str, Any]) -> str:
+    """The headline's points: `39 (class fraud only, of 800)` when only one class's rows
+    were attacked, else the number."""
+    config = data["config"]
+    if config.get("evade_class") is None or not data.get("evasion"):
+        return str(data["n"])
+    name = data["evasion"]["name"]
+    return f"{data['n']} (class {name} only, of {config.get('n_all', '?')})"
+
+
+def class_section(data: dict[str, Any]) -> str:
+    """Per class at the first eps: rows, recall and precision, clean and after the attacks,
+    and the positives that evade. At most `CLASS_ROWS` classes (the lowest clean recall
+    first when there are more); report.json has every class."""
+    metrics = list(data.get("class_metrics") or ())
+    if not metrics:
+        return ""
+    shown = metrics
+    note = ""
+    if len(metrics) > CLASS_ROWS:
+        shown = sorted(metrics, key=lambda m: (m["recall"] is None, m["recall"] or 0.0))
+        shown = sorted(shown[:CLASS_ROWS], key=lambda m: m["class"])
+        note = f" The {CLASS_ROWS} classes with the lowest clean recall of {len(metrics)}."
+
+    def share(v: float | None) -> str:
+        return "–" if v is None else pct(v)
+
+    head = (
+        "<tr><th>class</th><th>rows</th><th>predicted</th><th>recall</th><th>precision</th>"
+        "<th>recall after attacks</th><th>precision after attacks</th></tr>"
+    )
+    rows = "".join(
+        f"<tr><td>{escape(str(m.get('name', m['class'])))}</td><td>{m['support']}</td>"
+        f"<td>{m['predicted']}</td><td>{share(m['recall'])}</td><td>{share(m['precision'])}</td>"
+        f"<td>{share(m.get('robust_recall'))}</td><td>{share(m.get('robust_precision'))}</td></tr>"
+        for m in shown
+    )
+    eps = (data["config"].get("eps") or [""])[0]
+    text = (
+        f"Recall: share of a class's rows classified as it; precision: share of the rows "
+        f"predicted as a class that belong to it. After attacks: the predictions at eps = "
+        f"{escape(fmt(eps))} (a point no attack fooled keeps its clean prediction)."
+    )
+    if data["config"].get("evade_class") is not None:
+        text += " Only the rows of the evasion class were attacked."
+    parts = [f"<h2>Per class</h2><table>{head}{rows}</table>"]
+    parts.append(f'<div class="muted">{text}{escape(note)}</div>')
+    entry = data.get("evasion")
+    if entry:
+        missed = f"; without attack the model misses {entry['missed']} of {entry['rows']}"
+        parts.append(
+            f"<p><b>{escape(entry['name'])} rows that get through at eps = "
+            f"{escape(fmt(entry['eps']))}: {entry['evaded']} of {entry['caught']} caught "
+            f"{escape(entry['name'])} rows evade</b>{escape(missed)}.</p>"
+        )
+    return "".join(parts)

@@ -5,6 +5,13 @@ With several eps values, `results` holds one entry per eps in the order given, `
 (eps, robust accuracy) points ordered by eps, and the top-level `robust_accuracy` and `attacks`
 are those of the FIRST eps listed (the headline threat model). `warnings` collects every
 warning of the evaluation; per-eps warnings are also kept in each entry of `results`.
+
+Per class (`adversa.class_metrics`): `class_metrics` gives each class's support, recall and
+precision on clean inputs and after the attacks (`robust_recall`, `robust_precision`), at the
+first eps (each entry of `results` has its own), and the warnings include a model no better
+than the base rate or predicting one class for almost everything. With an evasion class
+(`Classes.evade_class`, e.g. fraud) `evasion` counts the positives that evade: of the rows of
+that class the model catches, how many an attack moves to another class.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 
 import torch
 
+from adversa.class_metrics import class_warnings, evasion, per_class
 from adversa.evaluation.battery import AttackSummary, EvalResult, SweepResult
 from adversa.io import atomic_write_text
 from adversa.render import jsonable
@@ -26,6 +34,46 @@ from adversa.versions import versions
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class Classes:
+    """What the per-class numbers of a report need beyond the results: the number of classes
+    and their names, the evasion class (None: no `evasion` entry), and, when the battery ran on
+    a subset of the data (the rows of the evasion class), the full data's labels `y`, its clean
+    predictions `clean_pred` and the battery's rows in it (`rows`), so that clean recall and
+    precision cover every class; rows outside the subset keep their clean prediction."""
+
+    num_classes: int | None = None
+    names: tuple[str, ...] | None = None
+    evade_class: int | None = None
+    y: torch.Tensor | None = None
+    clean_pred: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
+
+    def predictions(self, result: EvalResult) -> tuple[torch.Tensor, ...]:
+        """(labels, clean predictions, predictions after the attacks) over the full data."""
+        final = torch.where(result.broken_by >= 0, result.adv_pred, result.clean_pred).cpu()
+        if self.rows is None or self.y is None or self.clean_pred is None:
+            return result.y.cpu(), result.clean_pred.cpu(), final
+        clean = self.clean_pred.cpu()
+        after = clean.clone()
+        after[self.rows.cpu()] = final
+        return self.y.cpu(), clean, after
+
+    def entries(self, result: EvalResult) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """`class_metrics` and `evasion` (None without an evasion class) at `result`'s eps."""
+        y, clean, after = self.predictions(result)
+        metrics = per_class(y, clean, self.num_classes, names=self.names, robust_pred=after)
+        if self.evade_class is None:
+            return metrics, None
+        name = metrics[self.evade_class].get("name", str(self.evade_class))
+        return metrics, evasion(y, clean, after, self.evade_class, name=name, eps=result.eps)
+
+    def warnings(self, result: EvalResult) -> list[str]:
+        """The clean predictions' class warnings (`adversa.class_metrics.class_warnings`)."""
+        y, clean, _ = self.predictions(result)
+        return class_warnings(y, clean, self.num_classes, names=self.names)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +102,10 @@ class Report:
     # tabular data: the gallery's fooled examples with the features the attack changed, in
     # original units when the data set was scaled (`write_reports`); omitted when empty
     feature_changes: tuple[dict[str, Any], ...] = ()
+    # per class at the first eps: support, recall and precision, clean and after the attacks
+    class_metrics: tuple[dict[str, Any], ...] = ()
+    # positives that evade at the first eps (see `Classes`); omitted from report.json when None
+    evasion: dict[str, Any] | None = None
 
     @classmethod
     def from_results(
@@ -62,14 +114,22 @@ class Report:
         *,
         config: Mapping[str, Any] | None = None,
         seconds: float | None = None,
+        classes: Classes | None = None,
     ) -> Report:
         """Build a report; `config` adds to (and overrides) what the results know: norm, eps,
-        bounds, attacks, n and seed. `seconds` defaults to the evaluation's own wall time."""
+        bounds, attacks, n and seed. `seconds` defaults to the evaluation's own wall time.
+        `classes` says how to compute the per-class numbers (default: the class names in
+        `config`, no evasion class, the battery's points being all the data)."""
         if isinstance(results, EvalResult):
             sweep = SweepResult((results,), results.warnings, results.seconds)
         else:
             sweep = results
         first = sweep.results[0]
+        if classes is None:
+            names = (config or {}).get("class_names")
+            classes = Classes(names=tuple(names) if names else None)
+        entries = [result_entry(r, classes) for r in sweep.results]
+        warnings = list(dict.fromkeys([*sweep.warnings, *classes.warnings(first)]))
         base: dict[str, Any] = {
             "norm": first.threat.norm,
             "eps": [r.eps for r in sweep.results],
@@ -86,15 +146,17 @@ class Report:
             robust_accuracy=first.robust_accuracy,
             n=first.n,
             attacks=tuple(attack_entry(a) for a in first.attacks),
-            warnings=tuple(sweep.warnings),
+            warnings=tuple(warnings),
             config=merged,
             versions=versions(),
             seed=first.seed,
-            results=tuple(result_entry(r) for r in sweep.results),
+            results=tuple(entries),
             curve=tuple({"eps": e, "robust_accuracy": a} for e, a in sweep.curve),
             masking_sweep=tuple({"eps": e, "robust_accuracy": a} for e, a in sweep.masking_curve),
             timestamp=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             seconds=sweep.seconds if seconds is None else float(seconds),
+            class_metrics=tuple(entries[0]["class_metrics"]),
+            evasion=entries[0].get("evasion"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,6 +167,8 @@ class Report:
             del out["certified"]
         if not out["feature_changes"]:
             del out["feature_changes"]
+        if out["evasion"] is None:
+            del out["evasion"]
         return out
 
     def to_json(self) -> str:
@@ -131,8 +195,11 @@ def attack_entry(summary: AttackSummary) -> dict[str, Any]:
     }
 
 
-def result_entry(result: EvalResult) -> dict[str, Any]:
-    return {
+def result_entry(result: EvalResult, classes: Classes | None = None) -> dict[str, Any]:
+    """One eps of `results`; with per-class numbers (`classes`, default: no names, no
+    evasion class) and, with an evasion class, the `evasion` count."""
+    metrics, evaded = (classes or Classes()).entries(result)
+    entry = {
         "eps": result.eps,
         "clean_accuracy": result.clean_accuracy,
         "robust_accuracy": result.robust_accuracy,
@@ -141,7 +208,11 @@ def result_entry(result: EvalResult) -> dict[str, Any]:
         "warnings": list(result.warnings),
         "seconds": result.seconds,
         "check_cost": result.check_cost.to_dict(),
+        "class_metrics": metrics,
     }
+    if evaded is not None:
+        entry["evasion"] = evaded
+    return entry
 
 
 def write_reports(

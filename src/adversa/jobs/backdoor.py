@@ -16,6 +16,7 @@ from adversa.errors import BadInput
 from adversa.model import Model
 from adversa.poisoning import Trigger, attack_success_rate
 from adversa.poisoning.base import predict_labels
+from adversa.poisoning.html import triggered_examples
 from adversa.safeload import load_npz
 
 
@@ -72,7 +73,8 @@ def backdoor_metrics(
 
 def backdoor_summary(model: Model, test: Dataset, directory: str) -> dict[str, Any]:
     """`backdoor_metrics` of the backdoor written by `adversa poison` into `directory`, with
-    the directory and target class (the report's `config.backdoor`)."""
+    the directory, target class and a few triggered examples (the report's `config.backdoor`,
+    shown in report.html's backdoor section)."""
     manifest = read_manifest(directory)
     trigger = read_trigger(Path(directory), manifest)
     target = manifest["target_class"]
@@ -80,4 +82,5 @@ def backdoor_summary(model: Model, test: Dataset, directory: str) -> dict[str, A
         "dir": str(directory),
         "target_class": target,
         **backdoor_metrics(model, test, trigger, target),
+        "examples": triggered_examples(model, test.x, test.y, trigger, target, model.bounds),
     }

@@ -21,9 +21,12 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from adversa.certify import CertificationWarning, Smooth, run_certification
 from adversa.certify.report import certify_report
 from adversa.certify.run import ALL_METHODS, DEFAULT_ATTACKS, ProgressFn
+from adversa.class_metrics import class_warnings, per_class
 from adversa.data.dataset import Dataset
 from adversa.errors import BadInput, describe, is_integer, is_real
 from adversa.model import Model
@@ -141,7 +144,8 @@ class CertifyPlan:
                 progress=progress,
             )
         config = self._config(data, threat, result.attacks)
-        return certify_report(result, config=config, seconds=time.perf_counter() - start)
+        report = certify_report(result, config=config, seconds=time.perf_counter() - start)
+        return _with_classes(report, model, data, result.certified, self.batch())
 
     def _config(
         self, data: Dataset, threat: ThreatModel, attacks: tuple[str, ...]
@@ -166,3 +170,35 @@ class CertifyPlan:
             config |= {"sigma": self.sigma, "n0": self.n0, "n_samples": self.n}
             config |= {"alpha": self.alpha, "eot": self.eot}
         return config
+
+
+def _with_classes(
+    report: dict[str, Any],
+    model: Model,
+    data: Dataset,
+    certified: tuple[torch.Tensor, ...],
+    batch_size: int,
+) -> dict[str, Any]:
+    """`report` with the base model's recall and precision per class (`class_metrics`), each
+    eps's certified points per class (`certified_by_class`: count and share of the class's
+    rows) and the class warnings (a model no better than the base rate, or predicting one
+    class for almost everything) added to `warnings`."""
+    names = tuple(str(n) for n in data.class_names) if data.class_names else None
+    with torch.no_grad():
+        preds = model.predict(data.x.to(model.device), batch_size=batch_size).cpu()
+    y = data.y.cpu()
+    report["class_metrics"] = per_class(y, preds, data.num_classes, names=names)
+    support = torch.bincount(y, minlength=data.num_classes)
+    for entry, mask in zip(report["results"], certified, strict=True):
+        counts = torch.bincount(y[mask.cpu().bool()], minlength=data.num_classes)
+        entry["certified_by_class"] = [
+            {
+                "class": k,
+                "certified": int(counts[k]),
+                "certified_recall": int(counts[k]) / int(support[k]) if int(support[k]) else None,
+            }
+            for k in range(len(support))
+        ]
+    found = class_warnings(y, preds, data.num_classes, names=names)
+    report["warnings"] = list(dict.fromkeys([*report["warnings"], *found]))
+    return report

@@ -2,11 +2,12 @@
 
 The plan says what to measure: the threat (norm, eps sweep, bounds, tabular constraints), the
 battery (attack names, their overrides, seed, batch size, the costlier masking checks), how
-to adapt the attacks (EOT, BPDA), an input-side defense or detector, certification, and a
-backdoor's attack success rate. `run` composes the algorithms below it and returns the
-`Report` that `adversa evaluate` writes; the command line only parses its options into a plan,
-loads the model and data, and prints. Attacks are built per eps by the battery alone
-(`adversa.evaluation.attack_list`), which also validates every eps.
+to adapt the attacks (EOT, BPDA), an input-side defense or detector, certification, a
+backdoor's attack success rate, and the class whose evasion counts (`evade_class`: only its
+rows are attacked; `adversa.tabular.evasion`). `run` composes the algorithms below it and
+returns the `Report` that `adversa evaluate` writes; the command line only parses its
+options into a plan, loads the model and data, and prints. Attacks are built per eps by the
+battery alone (`adversa.evaluation.attack_list`), which also validates every eps.
 
 Example::
 
@@ -40,14 +41,16 @@ from adversa.errors import BadInput, describe, is_integer, is_real
 from adversa.evaluation.adaptive_eval import attach_eot_notes, attach_to_report, redundant_eot
 from adversa.evaluation.attack_list import NamedAttack, sweep_threats
 from adversa.evaluation.battery import ProgressFn, evaluate_sweep
-from adversa.evaluation.report import Report, write_reports
+from adversa.evaluation.report import Classes, Report, write_reports
 from adversa.input_defenses.spec import parse_defense
 from adversa.jobs.backdoor import backdoor_summary
 from adversa.jobs.defended import evaluate_input_defense
 from adversa.model import Access, Model, check_model_accepts
+from adversa.model.normalization_check import normalization_warnings
 from adversa.tabular import ConstrainedThreat
 from adversa.tabular.changes import load_constraints
 from adversa.tabular.constraints import FeatureConstraints
+from adversa.tabular.evasion import class_rows, default_class, resolve_class
 from adversa.threat import NORMS, ThreatModel
 
 BPDA_METHODS = ("identity",)
@@ -100,6 +103,8 @@ class EvaluationPlan:
     certify: str | None = None  # "ibp" or "crown": verified accuracy beside robust accuracy
     constraints: FeatureConstraints | str | None = None  # tabular; str: "data", JSON or file
     backdoor: str | None = None  # a directory from `adversa poison`: its trigger's ASR
+    evade_class: int | str | None = None  # attack only this class's rows (index or name) and
+    # report how many caught ones evade; None: all rows (the fraud set still counts frauds)
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # into config
 
     def __post_init__(self) -> None:
@@ -146,6 +151,13 @@ class EvaluationPlan:
             parse_defense(self.defense)
         if not isinstance(self.provenance, Mapping):
             raise BadInput(f"provenance must be a mapping, got {describe(self.provenance)}")
+        if self.evade_class is not None and not (
+            is_integer(self.evade_class) or isinstance(self.evade_class, str)
+        ):
+            raise BadInput(
+                f"evade_class must be a class index, a class name or None, got "
+                f"{describe(self.evade_class)}"
+            )
 
     # -- the pieces, from the data ------------------------------------------------------
 
@@ -170,7 +182,38 @@ class EvaluationPlan:
         threat = self.threat(data)
         threats = sweep_threats(threat, self.eps)
         check_batch(data.x, data.y, max(threats, key=lambda t: t.eps), None)
+        if self.evade_class is not None:
+            class_rows(data, resolve_class(data, self.evade_class))
         return threat
+
+    def classes(self, model: Model, data: Dataset) -> tuple[Classes, Dataset]:
+        """How the report counts per class, and the data the battery attacks: with
+        `evade_class`, that class's rows only (the clean predictions on all of `data` still
+        give every class's recall and precision; behind an input defense or detector, only
+        the attacked rows count); else all of `data`, with the data set's default evasion
+        class (fraud's frauds) if it has one."""
+        names = tuple(str(n) for n in data.class_names) if data.class_names else None
+        num_classes = data.num_classes
+        if self.evade_class is None:
+            return Classes(
+                num_classes=num_classes, names=names, evade_class=default_class(data)
+            ), data
+        cls = resolve_class(data, self.evade_class)
+        rows = class_rows(data, cls)
+        attacked = data.subset(rows)
+        if self.defense or self.detector:
+            return Classes(num_classes=num_classes, names=names, evade_class=cls), attacked
+        with torch.no_grad():
+            clean = model.predict(data.x.to(model.device), batch_size=self.batch_size).cpu()
+        classes = Classes(
+            num_classes=num_classes,
+            names=names,
+            evade_class=cls,
+            y=data.y,
+            clean_pred=clean,
+            rows=rows,
+        )
+        return classes, attacked
 
     def attack_names(self, model: Model) -> tuple[str, ...]:
         """The plan's attacks, or the defaults for its norm and the model's access."""
@@ -219,12 +262,16 @@ class EvaluationPlan:
                     f"model must be an adversa Model or nn.Module, got {describe(model)}"
                 )
             model = Model(model, bounds=tuple(threat.bounds))
+        normalization = getattr(model, "normalization", None)  # before any wrapper
+        normalization_notes = normalization_warnings(model, data.x, data.y)
         input_side = bool(self.defense or self.detector)
         eot_notes = None  # with EOT on the plain model: a warning if it is deterministic
         if self.eot is not None and not input_side:
             eot_notes = redundant_eot(model, data.x, self.eot)
             model = EOT(model, self.eot)
         backdoor = self._backdoor(model, data)  # before the attacks: it can fail
+        n_all = len(data)
+        classes, data = self.classes(model, data)
         names = self.attack_names(model)
         attacks = self.battery(names)
         evaluation = None
@@ -246,11 +293,20 @@ class EvaluationPlan:
                     check_masking=self.check_masking,
                 )
         config = self._config(data, threat, names, backdoor)
-        report = Report.from_results(sweep, config=config, seconds=time.perf_counter() - start)
+        config["normalize"] = normalization
+        if self.evade_class is not None:
+            config |= {"evade_class": classes.evade_class, "n_all": n_all}
+        report = Report.from_results(
+            sweep, config=config, seconds=time.perf_counter() - start, classes=classes
+        )
         if eot_notes is not None:
             report = attach_eot_notes(report, eot_notes)
         report = self._finish(report, model, data, sweep, evaluation)
-        report = dataclasses.replace(report, seconds=time.perf_counter() - start)
+        report = dataclasses.replace(
+            report,
+            warnings=(*normalization_notes, *report.warnings),
+            seconds=time.perf_counter() - start,
+        )
         if out is not None:
             write_reports(
                 out,

@@ -1,11 +1,15 @@
 """`invert` (model inversion) as one library call: a frozen `InversionPlan` and
 `plan.run(model, train)`.
 
-MIFace (Fredrikson et al. 2015) reconstructs what each class looks like to the model; the
-reconstructions are judged by the attacked model, by an independently trained model (given,
-or an MLP of another architecture and seed trained here on the same split) and by their
-distance to the real class means. `run` returns an `InversionRun` whose `report` is
-`inversion.json` and whose `write` also renders `inversion.html`.
+MIFace (Fredrikson et al. 2015) reconstructs what each class looks like to the model. The
+plan's defaults are the recipe that gave recognisable digits on MNIST (docs/privacy.md): the
+-log p_y objective, 200 normalised L2 steps (Santurkar et al. 2019) from the training mean
+image and from 7 noisy copies of it, averaged, and no TV prior (Mahendran and
+Vedaldi 2015; `tv`, `tv_beta` turn it on). The reconstructions are judged by the attacked
+model, by an independently trained model (given, or an MLP of another architecture and seed
+trained here on the same split) and by the class mean they correlate with most. `run`
+returns an `InversionRun` whose `report` is `inversion.json` and whose `write` also renders
+`inversion.html`.
 
 Example::
 
@@ -28,7 +32,13 @@ from torch import Tensor
 from adversa.data.dataset import Dataset
 from adversa.errors import BadInput, describe, is_integer
 from adversa.model import Model, check_model_accepts
-from adversa.privacy.inversion import InversionResult, MIFace, class_means, inversion_measures
+from adversa.privacy.inversion import (
+    DEFAULT_STEP_SIZE,
+    InversionResult,
+    MIFace,
+    class_means,
+    inversion_measures,
+)
 from adversa.privacy.report import inversion_report, write_inversion_reports
 from adversa.privacy.stacked import StackedTraining, train_stacked
 
@@ -43,12 +53,18 @@ class InversionPlan:
     """MIFace's options and the classes to invert; validated on construction."""
 
     classes: tuple[int, ...] | None = None  # classes to invert; None: all
-    inits: tuple[str, ...] = ("zeros", "mean", "random")  # starting points, each inverted
+    inits: tuple[str, ...] = ("mean",)  # starting points, each inverted
+    restarts: int = 8  # starts per init (noisy copies of it), combined by `combine`
+    combine: str = "mean"  # "mean": average the restarts' results; "best": lowest cost
+    update: str = "l2"  # "l2": normalised steps (Santurkar et al.); "plain": the paper's
+    steps: int = 200  # gradient steps
+    step_size: float | None = None  # None: 0.02 (l2, RMS share of the range) or 0.1 (plain)
     tv: float = 0.0  # total-variation prior weight
-    steps: int = 500  # gradient steps
-    step_size: float = 0.1  # gradient step size
+    tv_beta: float = 1.0  # its exponent: 1 = total variation, 2 = smoothness
+    gamma: float = 1.0  # stop a sample at this confidence (1: run every step)
+    noise: float = 0.1  # restarts' Gaussian noise, as a share of the range
     objective: str = "log"  # "confidence" (1 - p_y, the paper's) or "log" (-log p_y)
-    seed: int = 0  # seeds the random init (and the independent model's training)
+    seed: int = 0  # seeds the random init and restarts (and the independent model's training)
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # into config
 
     def __post_init__(self) -> None:
@@ -67,9 +83,15 @@ class InversionPlan:
         return MIFace(
             steps=self.steps,
             step_size=self.step_size,
+            update=self.update,
+            gamma=self.gamma,
             tv_weight=self.tv,
+            tv_beta=self.tv_beta,
             objective=self.objective,
             inits=self.inits,  # type: ignore[arg-type]
+            restarts=self.restarts,
+            combine=self.combine,
+            noise=self.noise,
             seed=self.seed,
         )
 
@@ -111,9 +133,15 @@ class InversionPlan:
             "reference_data": source,
             "classes": result.classes.tolist(),
             "inits": list(self.inits),
+            "restarts": self.restarts,
+            "combine": self.combine,
+            "update": self.update,
             "steps": self.steps,
-            "step_size": self.step_size,
+            "step_size": self.attack().step_size or DEFAULT_STEP_SIZE[self.update],
             "tv": self.tv,
+            "tv_beta": self.tv_beta,
+            "gamma": self.gamma,
+            "noise": self.noise,
             "objective": self.objective,
             "independent": independent_name,
             "seed": self.seed,

@@ -10,7 +10,11 @@
 - `InspectPlan(detector=..., retrain=...).run(model, train, source)` scores training samples
   for poisoning; with `retrain`, a fresh small network (`adversa.poisoning.surrogate.
   fit_classifier`) is trained without the flagged samples and the backdoor's metrics are
-  reported for the given model ("before") and the retrained one ("after").
+  reported for the given model ("before") and the retrained one ("after"). With
+  `detector="strip"` it screens test inputs instead (`STRIP.screen` on the test split of the
+  poison's data, half of it triggered) and reports STRIP's ROC AUC.
+- `write_inspect`, `write_backdoor_report` and `PoisonRun.write` write the JSON and the
+  `report.html` of each command (`adversa.poisoning.html`), atomically.
 """
 
 from __future__ import annotations
@@ -33,10 +37,13 @@ from adversa.io import atomic_write_bytes, atomic_write_text
 from adversa.jobs.backdoor import backdoor_metrics, read_manifest, read_trigger
 from adversa.jobs.checks import check_fits
 from adversa.model import Model
-from adversa.poisoning import POISONS, PoisonAttack, PoisonedSet, Trigger, get_detector
+from adversa.poisoning import POISONS, STRIP, PoisonAttack, PoisonedSet, Trigger, get_detector
+from adversa.poisoning.html import backdoor_html, inspect_html, poison_html, triggered_examples
 from adversa.poisoning.surrogate import fit_classifier
+from adversa.render import jsonable
 from adversa.safeload import load_npz
 
+STRIP_FPR = 0.05  # share of clean inputs STRIP may flag: sets its threshold
 POISON_OPTIONS = ("target_class", "source_class", "mode", "patch_size", "alpha", "eps")
 
 
@@ -83,19 +90,20 @@ class PoisonPlan:
             "target_class": result.target_class,
             "files": ["poisoned.npz", *(["trigger.npz"] if result.trigger is not None else [])],
         }
-        return PoisonRun(result, manifest)
+        return PoisonRun(result, manifest, train)
 
 
 @dataclasses.dataclass(frozen=True)
 class PoisonRun:
-    """A poisoned training set and the manifest that describes it."""
+    """A poisoned training set, the manifest that describes it, and the clean set."""
 
     result: PoisonedSet
     manifest: dict[str, Any]
+    clean: Dataset | None = None
 
     def write(self, out: str | Path) -> Path:
-        """Write the poisoned set, its trigger and `manifest.json` into `out` (atomically,
-        file by file); the path of the manifest."""
+        """Write the poisoned set, its trigger, `manifest.json` and (with the clean set)
+        `report.html` into `out` (atomically, file by file); the path of the manifest."""
         out, result = Path(out), self.result
         arrays = {"x": result.x, "y": result.y, "poisoned_idx": result.poisoned_idx}
         atomic_write_bytes(out / "poisoned.npz", _npz_bytes(arrays))
@@ -105,6 +113,19 @@ class PoisonRun:
             atomic_write_bytes(out / "trigger.npz", _npz_bytes(trigger))
         path = out / "manifest.json"
         atomic_write_text(path, json.dumps(self.manifest, indent=2) + "\n")
+        if self.clean is not None:
+            clean = self.clean
+            html = poison_html(
+                self.manifest,
+                clean.x,
+                result.x,
+                clean.y,
+                result.y,
+                result.poisoned_idx,
+                result.trigger,
+                clean.bounds,
+            )
+            atomic_write_text(out / "report.html", html)
         return path
 
 
@@ -146,26 +167,77 @@ class Backdoor:
         check_in_bounds(test.x, model.bounds, what=what, hint="scale it to the model's input range")
         return backdoor_metrics(model, test, self.trigger, self.target_class)
 
+    def report(self, model: Model, test: Dataset, what: str = "the test data") -> dict[str, Any]:
+        """`measure` with the directory, target class and triggered examples: the content of
+        `backdoor-eval --out DIR`'s report.json."""
+        metrics = self.measure(model, test, what)
+        examples = triggered_examples(
+            model, test.x, test.y, self.trigger, self.target_class, model.bounds
+        )
+        return {
+            "dir": self.directory,
+            "data": test.name,
+            "target_class": self.target_class,
+            **metrics,
+            "examples": examples,
+        }
+
+
+def write_backdoor_report(out: str | Path, report: Mapping[str, Any]) -> Path:
+    """`report.json` and `report.html` of `backdoor-eval` into `out`, atomically; the HTML
+    path."""
+    out = Path(out)
+    atomic_write_text(out / "report.json", json.dumps(jsonable(report), indent=2) + "\n")
+    atomic_write_text(out / "report.html", backdoor_html(report))
+    return out / "report.html"
+
+
+def write_inspect(out: str | Path, report: Mapping[str, Any], train: Dataset, source: str) -> Path:
+    """`inspect.json` and `report.html` of `inspect-data` into `out`, atomically; the HTML
+    path. The page marks poisoned samples when `source` is an .npz with `poisoned_idx`."""
+    out = Path(out)
+    atomic_write_text(out / "inspect.json", json.dumps(jsonable(report)) + "\n")
+    truth = None
+    path = Path(source)
+    if report["detector"] != "strip" and path.suffix == ".npz" and path.exists():
+        arrays = load_npz(path, (), optional=("poisoned_idx",), label=f"--data {path}")
+        if "poisoned_idx" in arrays:
+            truth = torch.zeros(len(train), dtype=torch.bool)
+            truth[_poisoned_idx(arrays["poisoned_idx"], len(train), path)] = True
+    html = inspect_html(report, train.x, truth, source, train.bounds)
+    atomic_write_text(out / "report.html", html)
+    return out / "report.html"
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class InspectPlan:
     """Score training samples for poisoning with a detector of `POISON_DETECTORS`; with
     `retrain`, retrain without the flagged samples and compare the backdoor's metrics."""
 
-    detector: str = "spectral"  # spectral, activation-clustering, loss
-    rate: float | None = None  # expected poison share (spectral, loss)
+    detector: str = "spectral"  # spectral, activation-clustering, loss; strip (test inputs)
+    rate: float | None = None  # expected poison share (spectral, loss; a prior for clustering)
     retrain: bool = False  # retrain a small network without the flagged samples
     retrain_epochs: int = 4  # epochs of the retraining
-    seed: int = 0  # seed of the retraining
+    seed: int = 0  # seed of the retraining and of STRIP's split and overlays
 
     def __post_init__(self) -> None:
         if not is_integer(self.retrain_epochs) or self.retrain_epochs < 1:
             raise BadInput(
                 f"retrain_epochs must be an integer >= 1, got {describe(self.retrain_epochs)}"
             )
+        if self.detector == "strip":
+            if self.rate is not None:
+                raise BadInput(
+                    f"--rate {self.rate}: applies to spectral, activation-clustering and loss, "
+                    "not strip"
+                )
+            if self.retrain:
+                raise BadInput("--retrain: applies to the training-set detectors, not strip")
         self.build()  # an unknown detector or a bad rate fails here
 
     def build(self) -> Any:
+        if self.detector == "strip":
+            return STRIP(seed=self.seed)
         options = {"rate": self.rate} if self.rate is not None else {}
         return get_detector(self.detector, **options)
 
@@ -175,12 +247,16 @@ class InspectPlan:
         `poisoned_idx`; `retrain` with the plan's retrain)."""
         what = f"--data {source if source is not None else train.name}"
         check_fits(model, train.x, train.y, what)
+        if self.detector == "strip":
+            return self._strip(model, source)
         detection = self.build()(model, train.x, train.y)
         report: dict[str, Any] = {
             "detector": self.detector,
             "scores": detection.scores.tolist(),
             "flagged": detection.flagged_idx.tolist(),
         }
+        if detection.classes:
+            report["classes"] = list(detection.classes)
         path = Path(source) if source is not None else None
         if path is not None and path.suffix == ".npz" and path.exists():
             arrays = load_npz(path, (), optional=("poisoned_idx",), label=f"--data {path}")
@@ -195,13 +271,7 @@ class InspectPlan:
         self, source: str | None, train: Dataset, model: Model, flagged: torch.Tensor
     ) -> dict[str, Any]:
         """Retrain on the unflagged samples; the backdoor's metrics before and after."""
-        path = Path(source) if source is not None else None
-        if path is None or path.suffix != ".npz" or not (path.parent / "manifest.json").exists():
-            raise BadInput(
-                f"--retrain needs --data DIR/poisoned.npz with DIR/manifest.json (from `adversa "
-                f"poison`), got {source}"
-            )
-        backdoor = Backdoor.read(str(path.parent), flag="--data")
+        backdoor = _backdoor_next_to(source, "--retrain")
         test = backdoor.test_data()
         keep = ~flagged
         net = fit_classifier(
@@ -221,6 +291,37 @@ class InspectPlan:
             "before": backdoor_metrics(model, test, backdoor.trigger, target),
             "after": backdoor_metrics(net, test, backdoor.trigger, target),
         }
+
+    def _strip(self, model: Model, source: str | None) -> dict[str, Any]:
+        """STRIP on the test split of the poison's data: half held out (overlays, threshold),
+        half screened clean and, outside the target class, triggered."""
+        backdoor = _backdoor_next_to(source, "--detector strip")
+        test = backdoor.test_data()
+        check_fits(model, test.x, test.y, f"the test split of {backdoor.manifest['data']}")
+        screen = self.build().screen(
+            model, test.x, test.y, backdoor.trigger, backdoor.target_class, fpr=STRIP_FPR
+        )
+        triggered, clean = screen.pop("scores_triggered"), screen.pop("scores_clean")
+        screen.update(n_triggered=len(triggered), n_clean=len(clean))
+        return {
+            "detector": "strip",
+            "inputs": f"test split of {backdoor.manifest['data']}",
+            "target_class": backdoor.target_class,
+            "metrics": screen,
+            "scores_triggered": triggered,
+            "scores_clean": clean,
+        }
+
+
+def _backdoor_next_to(source: str | None, what: str) -> Backdoor:
+    """The backdoor whose manifest.json sits next to the poisoned .npz `source`."""
+    path = Path(source) if source is not None else None
+    if path is None or path.suffix != ".npz" or not (path.parent / "manifest.json").exists():
+        raise BadInput(
+            f"{what} needs --data DIR/poisoned.npz with DIR/manifest.json (from `adversa "
+            f"poison`), got {source}"
+        )
+    return Backdoor.read(str(path.parent), flag="--data")
 
 
 def _poisoned_idx(values: np.ndarray, n: int, path: Path) -> torch.Tensor:

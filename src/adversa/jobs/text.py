@@ -17,9 +17,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
+from adversa.class_metrics import class_warnings, per_class
 from adversa.errors import BadInput, describe, is_integer
 from adversa.text import TEXT_ATTACKS, TextClassifier, load_text_victim, train_text_classifier
-from adversa.text.base import TextAttack, run_text_attack
+from adversa.text.base import TextAttack, TextAttackResult, run_text_attack
 from adversa.text.data import TEXT_DATASETS, TextSplit
 from adversa.text.defense import evaluate_augmentation
 from adversa.text.model import load_text_model
@@ -119,7 +122,7 @@ class TextAttackPlan:
             defense=defense,
             seconds=time.perf_counter() - start,
         )
-        return TextRun(report, model)
+        return TextRun(_with_classes(report, results, split.class_names), model)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -128,3 +131,23 @@ class TextRun:
 
     report: dict[str, Any]
     model: Any
+
+
+def _with_classes(
+    report: dict[str, Any], results: list[TextAttackResult], class_names: Any
+) -> dict[str, Any]:
+    """`report` with recall and precision per class on the clean texts (`class_metrics`),
+    per attack after it (each attack's `class_metrics`: robust_* are the predictions on its
+    adversarial texts, the clean ones where it failed), and `warnings` for a model no better
+    than the base rate or predicting one class for almost everything."""
+    names = tuple(str(n) for n in class_names) if class_names else None
+    first = results[0]
+    k = len(names) if names else None
+    report["class_metrics"] = per_class(first.labels, first.clean_pred, k, names=names)
+    for entry, result in zip(report["attacks"], results, strict=True):
+        after = torch.where(result.success, result.adv_pred, result.clean_pred)
+        entry["class_metrics"] = per_class(
+            result.labels, result.clean_pred, k, names=names, robust_pred=after
+        )
+    report["warnings"] = class_warnings(first.labels, first.clean_pred, k, names=names)
+    return report

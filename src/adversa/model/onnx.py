@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +76,17 @@ class OnnxRuntimeModel(Model):
 
     def __init__(
         self,
-        path: Path,
+        session: _Session,
         *,
         num_classes: int | None = None,
         bounds: tuple[float, float] = (0.0, 1.0),
         name: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(_Session(path), num_classes=num_classes, bounds=bounds, name=name)
+        super().__init__(
+            session, num_classes=num_classes, bounds=bounds, name=name, mean=mean, std=std
+        )
         self.access = Access.SCORES
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -112,20 +117,28 @@ def load_onnx(
     device: str | torch.device = "cpu",
     num_classes: int | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> Model:
     """The ONNX model at `path`: run by torch operators (white-box) when every operator is
     supported and the result agrees with onnxruntime, else by onnxruntime (query-only).
     Cost: one probe forward pass of each."""
     shape = input_shape(path)
+    session = _Session(path)
     runtime = OnnxRuntimeModel(
-        path, num_classes=num_classes, bounds=bounds, name=f"{path.name} [{RUNTIME}]"
+        session,
+        num_classes=num_classes,
+        bounds=bounds,
+        name=f"{path.name} [{RUNTIME}]",
+        mean=mean,
+        std=std,
     )
     converted, reason = _convert(path)
     if converted is not None:
         lo, hi = bounds
         probe = lo + (hi - lo) * torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
-            theirs = runtime.module(probe)
+            theirs = session(probe)
             try:
                 ours = converted.eval()(probe)
             except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as failure:
@@ -141,6 +154,8 @@ def load_onnx(
                 num_classes=num_classes,
                 bounds=bounds,
                 name=f"{path.name} [{CONVERTED}]",
+                mean=mean,
+                std=std,
             )
         if ours is not None:
             reason = f"its torch run disagrees with onnxruntime (relative error {error:.2g})"

@@ -13,7 +13,8 @@ import contextlib
 import enum
 import functools
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from adversa.errors import AccessError, BadInput, describe, is_integer
 from adversa.model.accepts import infer_num_classes
 from adversa.model.cost import Cost, CostCounter, CostMeter
+from adversa.nets.normalize import Normalize
 from adversa.threat import check_bounds
 
 log = logging.getLogger(__name__)
@@ -65,8 +67,11 @@ class Model:
     logits) is counted, per sample, in each open `counting()` scope.
 
     The module must map inputs in `bounds` to logits of shape (B, num_classes); normalisation
-    belongs inside the module. `num_classes` is given at construction or, when unknown, learnt
-    once by `resolve_num_classes` (the harnesses call it on their first batch).
+    belongs inside the module: `mean` and `std` (one value, or one per channel) put
+    `(x - mean) / std` in front of it, so attacks keep working on pixels in `bounds` while the
+    network sees what it was trained on (`normalization` records them for reports).
+    `num_classes` is given at construction or, when unknown, learnt once by
+    `resolve_num_classes` (the harnesses call it on their first batch).
 
     `meter` is the `CostMeter` the passes are counted in: a fresh one, or that of another
     model whose passes this one makes (a composite around a classifier), so that both count
@@ -92,9 +97,14 @@ class Model:
         bounds: tuple[float, float] = (0.0, 1.0),
         name: str = "model",
         meter: CostMeter | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise BadInput(f"module must be a torch.nn.Module, got {describe(module)}")
+        self.normalization = _normalization(mean, std)
+        if self.normalization is not None:
+            module = nn.Sequential(Normalize(**self.normalization), module)
         if num_classes is not None and not (is_integer(num_classes) and num_classes >= 1):
             raise BadInput(
                 f"num_classes must be a positive integer or None, got {describe(num_classes)}"
@@ -329,3 +339,34 @@ def _what(out: object) -> str:
         parts = ", ".join(type(item).__name__ for item in out[:6])
         return f"a {kind} of {len(out)} items ({parts})"
     return f"a {kind}"
+
+
+def _normalization(
+    mean: Sequence[float] | None, std: Sequence[float] | None
+) -> dict[str, list[float]] | None:
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        raise BadInput("normalisation needs both mean and std, got only one of them")
+    values = {}
+    for label, given in (("mean", mean), ("std", std)):
+        items = [given] if isinstance(given, int | float) else given
+        if (
+            not isinstance(items, Sequence)
+            or not items
+            or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in items
+            )
+        ):
+            raise BadInput(f"{label} must be a number or a list of finite numbers, got {given!r}")
+        values[label] = [float(v) for v in items]
+    if len(values["mean"]) != len(values["std"]):
+        if 1 not in (len(values["mean"]), len(values["std"])):
+            raise BadInput(
+                f"mean and std need one value each or one per channel, got {len(values['mean'])} "
+                f"means and {len(values['std'])} stds"
+            )
+        n = max(len(values["mean"]), len(values["std"]))
+        values = {k: v * n if len(v) == 1 else v for k, v in values.items()}
+    return values

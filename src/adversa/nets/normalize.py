@@ -6,6 +6,7 @@ model lets every attack, projection and report stay in the data's bounds ([0, 1]
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -51,3 +52,23 @@ def normalization_for(name: str | None, channels: int) -> Normalize | None:
         raise BadInput(f"unknown normalisation {name!r}; expected one of {sorted(NORMALIZATIONS)}")
     mean, std = NORMALIZATIONS[name]
     return Normalize(mean, std)
+
+
+def parse_normalization(text: str, flag: str = "--normalize") -> tuple[list[float], list[float]]:
+    """`imagenet`, `cifar10` or `MEANS/STDS` (comma-separated, one value or one per channel,
+    e.g. `0.5/0.25` or `0.485,0.456,0.406/0.229,0.224,0.225`) as (mean, std) lists."""
+    name = text.strip().lower()
+    if name in NORMALIZATIONS:
+        mean, std = NORMALIZATIONS[name]
+        return list(mean), list(std)
+    expected = f"{', '.join(sorted(NORMALIZATIONS))} or MEANS/STDS (e.g. 0.5/0.25)"
+    parts = name.split("/")
+    if len(parts) != 2:
+        raise BadInput(f"{flag} {text!r}: expected {expected}")
+    try:
+        mean, std = ([float(v) for v in part.split(",")] for part in parts)
+    except ValueError:
+        raise BadInput(f"{flag} {text!r}: expected {expected}") from None
+    if any(s <= 0 or not math.isfinite(s) for s in std) or not all(map(math.isfinite, mean)):
+        raise BadInput(f"{flag} {text!r}: every std must be finite and > 0, every mean finite")
+    return mean, std

@@ -23,9 +23,9 @@ from adversa.poisoning.base import (
     roc_auc,
 )
 from adversa.poisoning.clean_label import CleanLabel
+from adversa.poisoning.clustering import ActivationClustering
 from adversa.poisoning.detect import (
     POISON_DETECTORS,
-    ActivationClustering,
     Detection,
     LossFilter,
     SpectralSignatures,

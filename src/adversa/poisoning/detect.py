@@ -20,24 +20,20 @@ score (higher = more suspicious) and a bool `flagged` mask, as a `Detection`.
   removes 1.5 times the expected number of poisons); every other class's scores are shifted
   below the flagged class's. `method="tran"` keeps the previous unwhitened variant (top `k`
   directions, distance to the class median, every class scored alike).
-- "activation-clustering" (Chen et al. 2018, "Detecting Backdoor Attacks on Deep Neural
-  Networks by Activation Clustering", arXiv:1811.03728). Per class, project the features on
-  their top `dims` principal components, split them by 2-means and flag the smaller cluster
-  when it holds less than `max_cluster_share` of the class. Score: how much closer a sample
-  is to the smaller centroid than to the larger, pushed below every score of an accepted
-  class when its class was judged clean.
+- "activation-clustering": Chen et al. 2018, in `adversa.poisoning.clustering` (registered
+  here when the package is imported).
 - "loss": the per-sample cross-entropy under the model; high-loss samples are flagged. It
   catches flipped labels, not backdoors (a trained model fits its triggers).
 
 Cost: one forward pass over the data, then per class an SVD of an (n_c, d) matrix (and for
-"spectral" a d x d Cholesky factorisation and a triangular solve) (and for
-clustering `kmeans_iters` 2-means steps).
+"spectral" a d x d Cholesky factorisation and a triangular solve).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,11 +48,13 @@ POISON_DETECTORS: Registry[Callable[..., object]] = Registry("poison detector")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Detection:
-    """Per-sample `scores` (N,), bool `flagged` (N,), and the detector's name."""
+    """Per-sample `scores` (N,), bool `flagged` (N,), the detector's name, and what the
+    detector decided per class, if it decides per class (plain values, for reports)."""
 
     name: str
     scores: Tensor
     flagged: Tensor
+    classes: tuple[dict[str, Any], ...] = ()
 
     @property
     def flagged_idx(self) -> Tensor:
@@ -157,22 +155,10 @@ class SpectralSignatures:
         n_flag = min(len(y), round(self.flag_factor * self.rate * len(y)))
         if self.method == "tran":
             return self._tran(feats, y, n_flag)
-        classes = [c for c in y.unique().tolist() if int((y == c).sum()) >= 2]
-        if len(classes) < 2:
-            raise BadInput("whitened spectral signatures need >= 2 classes with >= 2 samples")
-        members = {c: torch.nonzero(y == c).flatten() for c in classes}
-        centred = {c: feats[i] - feats[i].mean(0) for c, i in members.items()}
-        scatter = {c: z.T @ z for c, z in centred.items()}
-        total = sum(scatter.values())
-        eye = torch.eye(feats.shape[1], dtype=feats.dtype)
+        members, whitened = whiten_classes(feats, y, self.shrinkage)
         scores = torch.zeros(len(y), dtype=feats.dtype)
         separation: dict[int, float] = {}
-        for c in classes:
-            rest = len(y) - members[c].numel()
-            cov = (total - scatter[c]) / max(rest - 1, 1)
-            cov = cov + self.shrinkage * cov.diagonal().mean().clamp_min(1e-12) * eye
-            chol = torch.linalg.cholesky(cov)
-            white = torch.linalg.solve_triangular(chol, centred[c].T, upper=False).T
+        for c, (white, chol) in whitened.items():
             _, _, vh = torch.linalg.svd(white, full_matrices=False)
             proj = white @ vh[0]
             others = feats[y != c].mean(0) - feats[members[c]].mean(0)
@@ -229,54 +215,30 @@ def _top_components(feats: Tensor, k: int) -> Tensor:
     return centred @ vh[:k].T
 
 
-def _two_means(z: Tensor, iters: int) -> tuple[Tensor, Tensor]:
-    """2-means on rows of z, initialised at the extremes of the first coordinate."""
-    centres = torch.stack([z[z[:, 0].argmin()], z[z[:, 0].argmax()]])
-    for _ in range(iters):
-        assign = torch.cdist(z, centres).argmin(1)
-        for j in range(2):
-            if bool((assign == j).any()):
-                centres[j] = z[assign == j].mean(0)
-    return torch.cdist(z, centres), torch.cdist(z, centres).argmin(1)
-
-
-@POISON_DETECTORS.register("activation-clustering", aliases=("ac", "clustering"))
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ActivationClustering:
-    """Activation clustering (Chen et al. 2018): per class, 2-means on the top `dims` PCA
-    components of the features; the smaller cluster is poison if below `max_cluster_share`."""
-
-    name = "activation-clustering"
-    dims: int = 10
-    max_cluster_share: float = 0.35
-    kmeans_iters: int = 30
-
-    def __post_init__(self) -> None:
-        if self.dims < 1:
-            raise BadInput(f"dims must be >= 1, got {self.dims}")
-        if not 0.0 < self.max_cluster_share < 0.5:
-            raise BadInput(f"max_cluster_share must be in (0, 0.5), got {self.max_cluster_share}")
-
-    def __call__(self, model: object, x: Tensor, y: Tensor) -> Detection:
-        feats = penultimate_features(model, x)
-        scores = torch.full((len(y),), -3.0)
-        flagged = torch.zeros(len(y), dtype=torch.bool)
-        for c in y.unique().tolist():
-            idx = torch.nonzero(y == c).flatten()
-            if idx.numel() < 4:
-                continue
-            z = _top_components(feats[idx], self.dims)
-            dist, assign = _two_means(z, self.kmeans_iters)
-            small = int((assign == 1).sum() < (assign == 0).sum())
-            share = float((assign == small).float().mean())
-            d_small, d_big = dist[:, small], dist[:, 1 - small]
-            margin = (d_big - d_small) / (d_big + d_small + 1e-12)  # in [-1, 1]
-            if share < self.max_cluster_share:
-                scores[idx] = margin
-                flagged[idx[assign == small]] = True
-            else:
-                scores[idx] = margin - 2.0  # clean class: below every accepted score
-        return Detection(self.name, scores, flagged)
+def whiten_classes(
+    feats: Tensor, y: Tensor, shrinkage: float = 0.01
+) -> tuple[dict[int, Tensor], dict[int, tuple[Tensor, Tensor]]]:
+    """Per class c with >= 2 samples: its indices, and its centred features whitened by the
+    pooled within-class covariance of the *other* classes (shrunk by `shrinkage` times its
+    mean variance), with that covariance's Cholesky factor: ({c: idx}, {c: (white, chol)}).
+    A class's own poisons cannot inflate the spread it is measured against."""
+    classes = [c for c in y.unique().tolist() if int((y == c).sum()) >= 2]
+    if len(classes) < 2:
+        raise BadInput("whitening by the other classes needs >= 2 classes with >= 2 samples")
+    members = {c: torch.nonzero(y == c).flatten() for c in classes}
+    centred = {c: feats[i] - feats[i].mean(0) for c, i in members.items()}
+    scatter = {c: z.T @ z for c, z in centred.items()}
+    total = sum(scatter.values())
+    eye = torch.eye(feats.shape[1], dtype=feats.dtype)
+    whitened: dict[int, tuple[Tensor, Tensor]] = {}
+    for c in classes:
+        rest = len(y) - members[c].numel()
+        cov = (total - scatter[c]) / max(rest - 1, 1)
+        cov = cov + shrinkage * cov.diagonal().mean().clamp_min(1e-12) * eye
+        chol = torch.linalg.cholesky(cov)
+        white = torch.linalg.solve_triangular(chol, centred[c].T, upper=False).T
+        whitened[c] = (white, chol)
+    return members, whitened
 
 
 @POISON_DETECTORS.register("loss", aliases=("loss-filter",))

@@ -4,7 +4,13 @@ Networks", arXiv:1902.06531): an inference-time detector. Each input is superimp
 alpha-blended); a trojaned input keeps being classified as the target
 whatever it is blended with, so the mean entropy of the predictions is low. Score: minus the
 mean entropy (higher = more suspicious); the threshold is set at the `fpr` quantile of the
-clean inputs' scores (`fit`).
+clean inputs' scores (`threshold`).
+
+`screen` is the experiment of `adversa inspect-data --detector strip`: STRIP screens inputs
+at inference, not the training set, so it splits clean test data (seeded) into held-out
+overlays, whose own scores set the threshold at a false-positive rate `fpr`, and inputs to
+screen, all of them clean and those outside the target class once more with the trigger;
+it reports the ROC AUC of triggered against clean inputs and the rates at the threshold.
 
 Cost: `n_overlays` forward passes per input, batched.
 """
@@ -17,6 +23,7 @@ import torch
 from torch import Tensor
 
 from adversa.errors import BadInput
+from adversa.poisoning.base import Trigger, apply_trigger, roc_auc
 from adversa.poisoning.detect import _module
 from adversa.rng import make_generator
 
@@ -74,3 +81,43 @@ class STRIP:
         if not 0.0 < fpr < 1.0:
             raise BadInput(f"fpr must be in (0, 1), got {fpr}")
         return float(torch.quantile(self.scores(model, clean_test, clean), 1 - fpr))
+
+    def screen(
+        self,
+        model: object,
+        x: Tensor,
+        y: Tensor,
+        trigger: Trigger,
+        target: int,
+        fpr: float = 0.05,
+    ) -> dict[str, object]:
+        """Split clean test data (`x`, `y`) in half (seeded): overlays and threshold from one
+        half, the other half screened clean and, outside `target`, triggered. Returns the
+        AUC, the threshold, the true- and false-positive rates at it, and every score."""
+        if not 0.0 < fpr < 1.0:
+            raise BadInput(f"fpr must be in (0, 1), got {fpr}")
+        if len(x) < 4:
+            raise BadInput(f"STRIP needs at least 4 clean test inputs, got {len(x)}")
+        perm = torch.randperm(len(x), generator=make_generator(self.seed))
+        held, screened = perm[: len(x) // 2], perm[len(x) // 2 :]
+        outside = screened[y[screened] != int(target)]
+        if outside.numel() == 0:
+            raise BadInput(f"no test inputs outside the target class {target} to trigger")
+        overlays = x[held]
+        calibration = self.scores(model, overlays, overlays)
+        threshold = float(torch.quantile(calibration, 1 - fpr))
+        clean = self.scores(model, x[screened], overlays)
+        triggered = self.scores(model, apply_trigger(x[outside], trigger), overlays)
+        scores = torch.cat([triggered, clean])
+        truth = torch.arange(len(scores)) < len(triggered)
+        return {
+            "auc": roc_auc(scores, truth),
+            "threshold": threshold,
+            "fpr_target": fpr,
+            "tpr": float((triggered > threshold).float().mean()),
+            "fpr": float((clean > threshold).float().mean()),
+            "n_overlays": self.n_overlays,
+            "n_held_out": int(held.numel()),
+            "scores_triggered": triggered.tolist(),
+            "scores_clean": clean.tolist(),
+        }

@@ -206,12 +206,17 @@ def _offline_lira(
 
 
 def _metric_cells(prefix: str, scores: Tensor, members: Tensor, fprs: tuple[float, ...]) -> dict:
-    metrics = membership_metrics(scores, members, fprs)
-    return {
-        f"{prefix}auc": metrics.auc,
-        f"{prefix}balanced_accuracy": metrics.balanced_accuracy,
-        f"{prefix}tpr_at_fpr": {str(k): v for k, v in metrics.tpr_at_fpr.items()},
+    """One attack's metrics under `prefix`: AUC, balanced accuracy, TPR at each FPR with
+    whether the non-members resolve that FPR, and its warnings (an AUC below 0.5); then, with
+    no prefix, the sample's sizes and the smallest FPR it resolves."""
+    metrics = membership_metrics(scores, members, fprs).as_dict()
+    cells = {
+        f"{prefix}{key}": metrics[key]
+        for key in ("auc", "balanced_accuracy", "tpr_at_fpr", "tpr_at_fpr_resolvable", "warnings")
     }
+    if not prefix:
+        cells |= {key: metrics[key] for key in ("n_members", "n_nonmembers", "min_fpr")}
+    return cells
 
 
 def defense_tradeoff(
@@ -229,7 +234,9 @@ def defense_tradeoff(
 ) -> list[dict[str, Any]]:
     """Train the target on `members` once per option ("none" first when present) and report
     per option: loss-threshold MIA AUC, balanced accuracy and TPR at `fprs` (members vs
-    `nonmembers`), train and test accuracy, the accuracy cost against "none", the epochs kept
+    `nonmembers`; "tpr_at_fpr_resolvable" says whether the non-members resolve each FPR,
+    "min_fpr" is the smallest they do, "warnings" flags an AUC below 0.5), train and test
+    accuracy, the accuracy cost against "none", the epochs kept
     and DP-SGD's epsilon. `validation` (disjoint from the candidates) drives early stopping.
 
     With `lira_references` = M > 0, also offline LiRA ("lira_auc", "lira_tpr_at_fpr", ...):

@@ -124,11 +124,12 @@ def render_membership_html(data: dict[str, Any]) -> str:
     return _page("Membership inference report", body, data)
 
 
-def tpr_text(attack: dict[str, Any], fpr: float) -> str:
+def tpr_text(attack: dict[str, Any], fpr: float, prefix: str = "") -> str:
     """TPR at `fpr` as a percentage, or "n/a (needs >= N non-members)" when the attack's
-    non-members cannot resolve that FPR (fewer than 1 / fpr of them)."""
-    if attack.get("tpr_at_fpr_resolvable", {}).get(str(fpr), True):
-        return f"{100 * attack['tpr_at_fpr'][str(fpr)]:.2f}%"
+    non-members cannot resolve that FPR (fewer than 1 / fpr of them); `prefix` picks the
+    attack's keys in a row holding several ("lira_" in `defense.json`)."""
+    if attack.get(f"{prefix}tpr_at_fpr_resolvable", {}).get(str(fpr), True):
+        return f"{100 * attack[f'{prefix}tpr_at_fpr'][str(fpr)]:.2f}%"
     return f"n/a (needs >= {needed_nonmembers(fpr):,} non-members)"
 
 
@@ -167,6 +168,7 @@ def inversion_report(
         "seconds": round(seconds, 3),
         "classes": result.classes.tolist(),
         "inits": list(result.inits),
+        "restarts": result.restarts,
         "confidence": result.confidence.tolist(),
         "steps_run": result.steps_run.tolist(),
         "forward_calls": result.cost.forward,
@@ -203,16 +205,64 @@ def render_inversion_html(
         )
     body = [
         "<p>MIFace (Fredrikson et al. 2015): gradient descent on the input to maximise the "
-        "target class's confidence. Each row: the real class mean, then one reconstruction "
-        "per initialisation with the attacked model's confidence.</p>",
+        f"target class's confidence ({escape(restarts_text(data))} per initialisation). Each "
+        "row: the real class mean, then one reconstruction per initialisation with the "
+        "attacked model's confidence.</p>",
+        "<h2>Recognisability</h2><table>"
+        + "".join(
+            f"<tr><td>{escape(label)}</td><td>{escape(value)}</td></tr>"
+            for label, value in recognisability(data)
+        )
+        + "</table>",
         f'<h2>Reconstructions</h2><div class="gallery">{"".join(cards)}</div>',
         "<h2>Measures</h2>" + kv_table(data["measures"]),
         "<p class='muted'>target_rate: share of reconstructions the attacked model assigns to "
-        "their class; independent_rate: the same for an independently trained model; *_rmse: "
-        "root mean squared distance to the nearest training image, the nearest one of the "
-        "class, and the class mean.</p>",
+        "their class; independent_rate: the same for an independently trained model; "
+        "nearest_class_mean_rate: share whose most correlated real class mean (images centred "
+        "and scaled to unit norm, so brightness does not count) is their class's; "
+        "class_mean_correlation: their mean correlation with it; *_rmse: root mean squared "
+        "distance to the nearest training image, the nearest one of the class, and the class "
+        "mean.</p>",
     ]
     return _page("Model inversion report", body, data)
+
+
+def recognisability(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows of an `inversion.json`: how many reconstructions the attacked and
+    the independent model assign to their class, how many sit nearest their class mean,
+    rounded for people."""
+    m = data["measures"]
+    n = len(data["classes"]) * len(data["inits"])
+
+    def share(rate: float) -> str:
+        return f"{100 * rate:.0f}% ({round(rate * n)} of {n})"
+
+    rows = [("attacked model assigns their class", share(m["target_rate"]))]
+    if "independent_rate" in m:
+        rows.append(("independent model recognises them", share(m["independent_rate"])))
+    rows.append(("nearest class mean is their class's", share(m["nearest_class_mean_rate"])))
+    rows.append(("correlation with their class mean", f"{m['class_mean_correlation']:.2f}"))
+    return rows
+
+
+def restarts_text(data: dict[str, Any]) -> str:
+    """How an `inversion.json`'s restarts were combined, in words."""
+    restarts = data.get("restarts", 1)
+    if restarts == 1:
+        return "one start each"
+    how = "mean" if data.get("config", {}).get("combine") == "mean" else "best"
+    return f"{how} of {restarts} restarts"
+
+
+def inversion_summary(data: dict[str, Any]) -> str:
+    """The terminal summary of an `inversion.json`: what ran, then `recognisability`."""
+    k, inits = len(data["classes"]), data["inits"]
+    head = (
+        f"MIFace on {k} classes x {len(inits)} init{'s' * (len(inits) > 1)} "
+        f"({', '.join(inits)}; {restarts_text(data)}): "
+        f"mean confidence {100 * data['measures']['target_confidence']:.1f}%"
+    )
+    return "\n".join([head, *(f"  {label}: {value}" for label, value in recognisability(data))])
 
 
 def write_inversion_reports(
@@ -237,7 +287,8 @@ def defense_report(
     fprs: tuple[float, ...] = DEFAULT_FPRS,
     membership_source: str = "",
 ) -> dict[str, Any]:
-    """The JSON content of `defense.json`: `defense_tradeoff`'s rows, one per training option."""
+    """The JSON content of `defense.json`: `defense_tradeoff`'s rows, one per training option,
+    and `warnings`: every attack's AUC below 0.5, named by option and attack."""
     return {
         "kind": "membership-defense",
         "timestamp": _now(),
@@ -246,10 +297,30 @@ def defense_report(
         "baseline": BASELINE,
         "fprs": list(fprs),
         "membership_source": membership_source,
+        "warnings": defense_warnings(rows),
         "options": rows,
         "config": config,
         "versions": versions(),
     }
+
+
+DEFENSE_ATTACKS = (("", "loss threshold"), ("lira_", "offline LiRA"))  # key prefix, label
+
+
+def defense_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """Each option's attacks' warnings (an AUC below 0.5), named "option, attack: ..."."""
+    return [
+        f"{row['name']}, {label}: {warning}"
+        for row in rows
+        for prefix, label in DEFENSE_ATTACKS
+        for warning in row.get(f"{prefix}warnings") or []
+    ]
+
+
+def resolution_note(row: dict[str, Any]) -> str:
+    """How many non-members a row's attacks saw and the smallest FPR they resolve."""
+    n = row["n_nonmembers"]
+    return f"{n:,} non-members: the smallest FPR they resolve is 1/{n:,} = {100 / n:.3g}%"
 
 
 def render_defense_html(data: dict[str, Any]) -> str:
@@ -257,7 +328,7 @@ def render_defense_html(data: dict[str, Any]) -> str:
     low FPR (loss threshold always; offline LiRA when references were trained)."""
     fprs = data["fprs"]
     lira = any("lira_auc" in row for row in data["options"])
-    attacks = [("", "loss threshold")] + ([("lira_", "offline LiRA")] if lira else [])
+    attacks = list(DEFENSE_ATTACKS[: 1 + lira])
     head = "<tr><th>option</th><th>test accuracy</th><th>accuracy cost</th><th>epsilon</th>"
     for _, label in attacks:
         head += f"<th>{label} AUC</th>" + "".join(
@@ -272,7 +343,7 @@ def render_defense_html(data: dict[str, Any]) -> str:
         )
         for prefix, _ in attacks:
             cells += f"<td>{row[prefix + 'auc']:.3f}</td>" + "".join(
-                f"<td>{100 * row[prefix + 'tpr_at_fpr'][str(f)]:.2f}%</td>" for f in fprs
+                f"<td>{escape(tpr_text(row, f, prefix))}</td>" for f in fprs
             )
         rows.append(f"<tr>{cells}</tr>")
     body = [
@@ -283,6 +354,10 @@ def render_defense_html(data: dict[str, Any]) -> str:
         "configured delta.</div>",
         f"<h2>Options</h2><table>{head}{''.join(rows)}</table>",
     ]
+    if data["options"] and "n_nonmembers" in data["options"][0]:
+        body.insert(2, f'<div class="muted">{escape(resolution_note(data["options"][0]))}</div>')
+    for warning in data.get("warnings") or []:
+        body.insert(0, f'<p class="warn">Warning: {escape(str(warning))}</p>')
     return _page("Membership-inference defenses", body, data)
 
 

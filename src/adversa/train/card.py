@@ -5,7 +5,10 @@ input shape, classes), how it was made (defense and options, hyper-parameters, s
 size, versions, seconds) and how good it is: the final epoch's training metrics, clean test
 accuracy and the robust accuracy from `adversa.evaluate` at the defense's threat model, the
 per-sample worst case over the `final_eval` attacks (APGD-CE then APGD-T by default, the
-first two stages of AutoAttack, Croce & Hein 2020, arXiv:2003.01690).
+first two stages of AutoAttack, Croce & Hein 2020, arXiv:2003.01690). Beside each accuracy
+the card gives per-class recall and precision (`class_metrics`), and `warnings` says when the
+model is no better than the base rate ("training collapsed"), predicts one class for almost
+everything, or never recognises a class (`adversa.class_metrics`).
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from adversa.class_metrics import class_warnings, per_class
 from adversa.data import Dataset
 from adversa.errors import BadInput
 from adversa.model import Model
 from adversa.train.config import TrainConfig
 from adversa.train.output import load_training_output
-from adversa.train.parts import test_accuracy
+from adversa.train.parts import test_predictions
 from adversa.train.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -79,11 +83,17 @@ def final_evaluation(
     `config.eval_threat()` with the `final_eval` attacks (None when there is no threat model:
     a defense without eps and no `eval_eps`, or `final_eval=()`)."""
     from adversa.evaluation import evaluate
-    from adversa.evaluation.report import result_entry
+    from adversa.evaluation.report import Classes, result_entry
 
+    preds = test_predictions(module, test, device).cpu()
     if clean_accuracy is None:
-        clean_accuracy = test_accuracy(module, test, device)
+        clean_accuracy = float((preds == test.y).float().mean())
+    names = test.class_names
     out: dict[str, Any] = {"clean_accuracy": clean_accuracy, "n": len(test)}
+    out["class_metrics"] = per_class(test.y, preds, test.num_classes, names=names)
+    out["warnings"] = class_warnings(
+        test.y, preds, test.num_classes, names=names, collapse="training collapsed"
+    )
     threat = config.eval_threat(test.bounds)
     out["robust"] = None
     if threat is None:
@@ -99,7 +109,7 @@ def final_evaluation(
         seed=config.seed,
         progress=progress,
     )
-    robust = result_entry(result)
+    robust = result_entry(result, Classes(num_classes=test.num_classes, names=names))
     robust.update({"norm": threat.norm, "n": result.n, "attacks_run": list(config.final_eval)})
     out["robust"] = robust
     return out
@@ -146,11 +156,13 @@ def build_card(
             "momentum": config.momentum if config.optimizer == "sgd" else None,
             "weight_decay": config.weight_decay,
             "train_size": config.train_size,
+            "class_balance": config.class_balance,
         },
         "seed": config.seed,
         "config": config.to_dict(),
         "final_epoch": history[-1] if history else None,
-        "evaluation": evaluation,
+        "evaluation": {k: v for k, v in evaluation.items() if k != "warnings"},
+        "warnings": list(evaluation.get("warnings", ())),
         "train_seconds": round(seconds, 3),
         "train_cpu_seconds": round(cpu_seconds, 3),
         "world_size": world,

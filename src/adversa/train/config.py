@@ -28,6 +28,7 @@ from adversa.defenses.base import DEFENSES, DefenseBase, defense_options
 from adversa.errors import BadInput, describe, is_integer, is_real
 from adversa.nets import ARCHS
 from adversa.threat import NORMS, ThreatModel, check_bounds
+from adversa.train.sampling import check_balance
 
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 DEFAULT_FINAL_EVAL: tuple[str, ...] = ("apgd-ce", "apgd-t")
@@ -62,6 +63,8 @@ class TrainConfig:
     eval_norm: str | None = None  # norm of the final evaluation; None: the defense's norm
     bounds: tuple[float, float] | None = None  # input range of the data; None: the defense's
     # bounds if it has them, else the dataset's ([0, 1] for built-ins and files)
+    class_balance: str = "none"  # epoch order: "none" (permutation), "sample" (classes drawn
+    # equally often) or "sqrt" (drawn in proportion to sqrt(class size)); see train.sampling
 
     def __post_init__(self) -> None:
         if isinstance(self.defense, str):
@@ -93,6 +96,7 @@ class TrainConfig:
             raise BadInput(f"seed must be an integer, got {self.seed!r}")
         if self.train_size is not None:
             _positive_int("train_size", self.train_size)
+        check_balance(self.class_balance)
         if self.eval_size is not None:
             _positive_int("eval_size", self.eval_size)
         object.__setattr__(self, "final_eval", tuple(self.final_eval))
@@ -160,6 +164,8 @@ class TrainConfig:
         out["final_eval"] = list(self.final_eval)
         if self.bounds is None:
             del out["bounds"]  # so that runs from before the field existed still resume
+        if self.class_balance == "none":
+            del out["class_balance"]  # likewise (and zoo entries keep their cache keys)
         return _jsonable(out)
 
     @classmethod

@@ -10,14 +10,16 @@ default, Croce & Hein 2020, arXiv:2003.01690).
 
 Reproducibility: the initialisation is seeded with `seed`, epoch e's order is a permutation
 drawn from a generator seeded from (seed, stage, e), batch s's draws (random starts, noise)
-come from a generator seeded from (seed, stage, s, rank). Nothing depends on state that a
+come from a generator seeded from (seed, stage, s). Nothing depends on state that a
 checkpoint does not hold, so a resumed run computes what an uninterrupted one does, bit for
 bit on the same machine. Torch's global RNG is never touched.
 
 Distributed (torchrun, process group already initialised): every rank draws the same
 permutation, takes its contiguous shard of each global batch of `batch_size` samples, and
 DistributedDataParallel averages the gradients weighted by shard size (a global batch smaller
-than the world size is skipped). Only rank 0 writes files; the final evaluation is sharded.
+than the world size is skipped). Every rank draws the whole batch's randomness from the same
+generator and keeps its shard's rows (`StepContext`), so K processes train the weights one
+does, within float tolerance. Only rank 0 writes files; the final evaluation is sharded.
 
 Cost per epoch: the defense's cost per batch (see each defense) times the number of batches,
 plus one forward pass over the test split for the per-epoch test accuracy.
@@ -53,6 +55,7 @@ from adversa.train.parts import (
     test_accuracy,
 )
 from adversa.train.rundir import RunDir, cpu_state
+from adversa.train.sampling import epoch_order
 
 log = logging.getLogger(__name__)
 
@@ -293,20 +296,26 @@ class _Loop:
         config, size = self.config, self.config.batch_size
         began = time.perf_counter()
         order_gen = make_generator(derive_seed(config.seed, stage, "order", epoch))
-        order = torch.randperm(len(self.train_set), generator=order_gen).to(self.device)
+        order = epoch_order(config.class_balance, self.train_set.y, order_gen).to(self.device)
         lr = optimizer.param_groups[0]["lr"]
         sums = dict.fromkeys(SUMS, 0.0)
         net.train()
         for b in range(self.per_epoch):
             step = epoch * self.per_epoch + b
             batch = order[b * size : (b + 1) * size]
-            mine = batch.tensor_split(self.world)[self.rank]
+            shards = batch.tensor_split(self.world)
+            mine = shards[self.rank]
             self.weight.value = len(mine) / len(batch)
-            gen = make_generator(
-                derive_seed(config.seed, stage, "batch", step, self.rank), self.device
-            )
             ctx = StepContext(
-                step=step, total=self.total, epoch=epoch, seed=config.seed, gen=gen, state=state
+                step=step,
+                total=self.total,
+                epoch=epoch,
+                seed=config.seed,
+                gen=self._generator(stage, step),
+                state=state,
+                offset=sum(len(s) for s in shards[: self.rank]),
+                rows=len(batch),
+                gather=distributed.gather_rows if self.world > 1 else None,
             )
             metrics = defense.train_batch(net, optimizer, self.x[mine], self.y[mine], ctx)
             scheduler.step()
@@ -332,6 +341,11 @@ class _Loop:
             "steps": (epoch + 1) * self.per_epoch,
             "seconds": round(time.perf_counter() - began, 4),
         }
+
+    def _generator(self, stage: str, step: int) -> torch.Generator:
+        """The batch's generator, the same on every rank (the 0 was the rank: kept, so that
+        one-process runs draw as before)."""
+        return make_generator(derive_seed(self.config.seed, stage, "batch", step, 0), self.device)
 
     def _test_accuracy(self, module: nn.Module) -> dict[str, float]:
         began = time.perf_counter()

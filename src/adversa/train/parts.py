@@ -62,8 +62,15 @@ def accumulate(sums: dict[str, float], metrics: BatchMetrics, n: int) -> None:
 
 
 @torch.no_grad()
+def test_predictions(
+    module: nn.Module, dataset: Dataset, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Predicted labels of `module` on `dataset` (eval mode, restored afterwards)."""
+    model = Model(module, num_classes=dataset.num_classes, bounds=dataset.bounds)
+    return model.predict(dataset.x.to(device), batch_size=500)
+
+
 def test_accuracy(module: nn.Module, dataset: Dataset, device: torch.device | str = "cpu") -> float:
     """Clean accuracy of `module` on `dataset` (eval mode, restored afterwards)."""
-    model = Model(module, num_classes=dataset.num_classes, bounds=dataset.bounds)
-    preds = model.predict(dataset.x.to(device), batch_size=500)
+    preds = test_predictions(module, dataset, device)
     return float((preds == dataset.y.to(device)).float().mean())
