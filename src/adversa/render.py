@@ -71,8 +71,9 @@ svg text{font-family:inherit;font-size:12px;fill:#475467}
 
 
 def fmt(v: Any) -> str:
-    """A float in at most 6 significant digits (`0.1`, `0.0313725`, `1e-05`); else `str(v)`."""
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    """A float for people, in at most 4 significant digits (`0.1`, `0.03137`, `1e-05`; the
+    JSON keeps every digit); else `str(v)`."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def pct(v: float) -> str:
