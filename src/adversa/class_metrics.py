@@ -213,16 +213,26 @@ def class_warnings(
 
 
 def recall_line(metrics: Sequence[dict[str, Any]], limit: int = 10) -> str:
-    """`legit recall 99.6% precision 95.7%; fraud recall 12.8% precision 62.5%` for the
-    terminal (robust recall too when present); at most `limit` classes, lowest recall first
-    when there are more."""
+    """The per-class numbers for the terminal: up to three classes in words (`legit recall
+    99.6% precision 95.7% (under attack: recall 81.1%); fraud ...`), more as recall only,
+    clean -> under attack (`0 100%->64%, 1 96%->0%, ...`; precision is in the reports); at
+    most `limit` classes, lowest recall first when there are more."""
     shown = list(metrics)
     if len(shown) > limit:
         shown = sorted(shown, key=lambda m: (m["recall"] is None, m["recall"] or 0.0))[:limit]
+    more = f"; ... ({len(metrics) - len(shown)} more classes)" if len(metrics) > len(shown) else ""
 
-    def pct(v: float | None) -> str:
-        return "–" if v is None else f"{100 * v:.1f}%"
+    def pct(v: float | None, digits: int = 1) -> str:
+        return "–" if v is None else f"{100 * v:.{digits}f}%"
 
+    if len(metrics) > 3:
+        arrow = " (clean->under attack)" if any("robust_recall" in m for m in shown) else ""
+        items = [
+            f"{m.get('name', m['class'])} {pct(m['recall'], 0)}"
+            + (f"->{pct(m['robust_recall'], 0)}" if "robust_recall" in m else "")
+            for m in shown
+        ]
+        return f"recall{arrow}: " + ", ".join(items) + more
     parts = []
     for m in shown:
         text = f"{m.get('name', m['class'])} recall {pct(m['recall'])} "
@@ -230,5 +240,4 @@ def recall_line(metrics: Sequence[dict[str, Any]], limit: int = 10) -> str:
         if "robust_recall" in m:
             text += f" (under attack: recall {pct(m['robust_recall'])})"
         parts.append(text)
-    more = f"; ... ({len(metrics) - len(shown)} more classes)" if len(metrics) > len(shown) else ""
     return "; ".join(parts) + more
