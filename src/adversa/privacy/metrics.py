@@ -74,11 +74,17 @@ class MembershipMetrics:
         if self.auc >= 0.5:
             return []
         spread = chance_auc_spread(self.n_members, self.n_nonmembers)
+        sample = f"{self.n_members} members and {self.n_nonmembers} non-members"
+        if self.auc >= 0.5 - 2 * spread:
+            return [
+                f"AUC {self.auc:.3f} is below 0.5 but within chance (+-{spread:.3f} at {sample}): "
+                "the attack finds no membership signal, in either direction"
+            ]
         return [
-            f"AUC {self.auc:.3f} is below 0.5 (chance; its spread at {self.n_members} members "
-            f"and {self.n_nonmembers} non-members is about +-{spread:.3f}): the attack ranks "
-            "non-members above members, so something is off, usually the reference / shadow "
-            "models (trained unlike the target) or the membership split"
+            f"AUC {self.auc:.3f} is below 0.5 by more than chance explains (+-{spread:.3f} at "
+            f"{sample}): the attack ranks non-members above members, so something is off, "
+            "usually the reference / shadow models (trained unlike the target) or the "
+            "membership split"
         ]
 
     def as_dict(self) -> dict[str, object]:
