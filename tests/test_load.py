@@ -253,3 +253,9 @@ def test_weights_failures(tmp_path: Path, factory_file: Path, net: nn.Module) ->
 
 class _PickledThing:
     """An arbitrary object: loading it would need full unpickling, which load_model refuses."""
+
+
+@pytest.mark.parametrize("spec", ["hf:some/dir", "builtin:minilm"])
+def test_text_models_are_pointed_to_text_attack(spec: str) -> None:
+    with pytest.raises(BadInput, match="adversa text-attack"):
+        load_model(spec)

@@ -205,6 +205,11 @@ def load_model(
     from adversa.zoo import list_models, load_zoo_model
 
     mean, std = parse_normalization(normalize) if normalize is not None else (None, None)
+    if spec.startswith(("hf:", "builtin:")):
+        raise BadInput(
+            f"--model {spec}: a text classifier; attack it with adversa text-attack --model "
+            f"{spec} (this command takes image and tabular models)"
+        )
     if spec.startswith("sklearn:"):
         from adversa.tabular.sklearn_model import load_sklearn
 

@@ -3,7 +3,8 @@ by adversarial data augmentation, and write DIR/report.json and DIR/report.html.
 
 adversa text-attack --data movie-reviews|file.csv --attacks pwws,deepwordbug --n 200 --out DIR
                     [--text-column text --label-column label]
-                    [--model PATH | --model sklearn:pipe.joblib --trust-model-file]
+                    [--model builtin:bow|builtin:minilm|hf:DIR|PATH|sklearn:pipe.joblib]
+                    [--trust-model-file] [--ranking queries|gradient]
                     [--max-change 0.25] [--min-similarity 0.8] [--seed 0]
                     [--augment N] [--save-model PATH]
 """
@@ -50,14 +51,24 @@ def add_text_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     tx.add_argument(
         "--model",
-        help="a TextClassifier.save file, or sklearn:PATH.joblib (anything with "
-        "predict_proba(list of str), e.g. a TF-IDF pipeline; needs --trust-model-file); default: "
-        "a bag-of-words filter trained on the data's train split",
+        help="builtin:bow (default: a bag-of-words filter trained on the data's train split), "
+        "builtin:minilm (a MiniLM encoder with a trained linear head), hf:DIR (a local Hugging "
+        "Face sequence-classification directory with its tokenizer), a TextClassifier.save "
+        "file, or sklearn:PATH.joblib (anything with predict_proba(list of str); needs "
+        "--trust-model-file)",
     )
     tx.add_argument(
         "--trust-model-file",
         action="store_true",
-        help="allow loading sklearn:PATH.joblib; unpickling runs code from the file",
+        help="allow loading sklearn:PATH.joblib and hf:DIR with pytorch_model.bin weights; "
+        "unpickling runs code from the file",
+    )
+    tx.add_argument(
+        "--ranking",
+        choices=("queries", "gradient"),
+        default="queries",
+        help="rank words by model queries (leave-one-out, the papers'), or by the gradient "
+        "norm at their token embeddings (builtin:minilm, hf:DIR); default queries",
     )
     tx.add_argument("--max-change", type=float, help="largest share of words changed (0.25)")
     tx.add_argument("--min-similarity", type=float, help="smallest MiniLM similarity (0.8)")
@@ -86,6 +97,7 @@ def cmd_text_attack(args: argparse.Namespace) -> int:
         min_similarity=args.min_similarity,
         seed=args.seed,
         augment=args.augment,
+        ranking=args.ranking,
         provenance={"model": args.model or f"{Path(args.data).name}-bow", "data": args.data},
     )
     for flag, value in (("--text-column", args.text_column), ("--label-column", args.label_column)):
@@ -119,6 +131,12 @@ def summary(report: dict[str, Any]) -> str:
         f"words changed {100 * (a['mean_words_changed'] or 0):4.1f}%  "
         f"similarity {a['mean_similarity'] or 0:.3f}  queries {a['mean_queries'] or 0:.1f}  "
         f"{a['seconds']:.1f} s"
+        + (
+            f"  (gradient ranking: {a['mean_gradients']:.1f} passes, "
+            f"{a['mean_queries_saved']:.1f} queries saved)"
+            if a.get("mean_gradients")
+            else ""
+        )
         for a in report["attacks"]
     ]
     defense = report.get("defense")

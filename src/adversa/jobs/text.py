@@ -20,25 +20,40 @@ from typing import Any
 import torch
 
 from adversa.class_metrics import class_warnings, per_class
-from adversa.errors import BadInput, describe, is_integer
+from adversa.errors import BadInput, UnknownName, describe, is_integer
 from adversa.text import TEXT_ATTACKS, TextClassifier, load_text_victim, train_text_classifier
 from adversa.text.base import TextAttack, TextAttackResult, run_text_attack
 from adversa.text.data import TEXT_DATASETS, TextSplit
 from adversa.text.defense import evaluate_augmentation
-from adversa.text.model import load_text_model
+from adversa.text.hf import load_hf_text_model
+from adversa.text.minilm import load_minilm_victim, train_minilm_classifier
+from adversa.text.model import GradientTextModel, load_text_model
 from adversa.text.report import text_report
 
 Progress = Any  # the library's progress(description, completed, total) callback
 
 
+BUILTIN_TEXT_MODELS = ("bow", "minilm")  # builtin:NAME victims, the first the default
+
+
 def text_victim(
     data: str, split: TextSplit, model: str | None = None, *, trust_model_file: bool = False
 ) -> Any:
-    """The model `model` names (a `TextClassifier.save` file or sklearn:PATH.joblib), else
-    the cached bag-of-words filter of a built-in text set, else one trained on `split`'s
-    train texts (seconds)."""
-    if model:
-        return load_text_model(model, trust_model_file=trust_model_file)
+    """The text model `model` names: `builtin:bow` (the default) or `builtin:minilm`, cached
+    for a built-in text set and otherwise trained on `split`'s train texts; `hf:DIR`, a local
+    Hugging Face sequence classifier; a `TextClassifier.save` file; or sklearn:PATH.joblib."""
+    spec = model or f"builtin:{BUILTIN_TEXT_MODELS[0]}"
+    if spec.startswith("hf:"):
+        return load_hf_text_model(spec.removeprefix("hf:"), trust_model_file=trust_model_file)
+    if not spec.startswith("builtin:"):
+        return load_text_model(spec, trust_model_file=trust_model_file)
+    name = spec.removeprefix("builtin:")
+    if name not in BUILTIN_TEXT_MODELS:
+        raise UnknownName("--model builtin: text model", name, BUILTIN_TEXT_MODELS)
+    if name == "minilm":
+        if data in TEXT_DATASETS:
+            return load_minilm_victim(data=data)
+        return train_minilm_classifier(split.train_texts, split.train_labels)
     if data in TEXT_DATASETS:
         return load_text_victim(data=data)
     return train_text_classifier(split.train_texts, split.train_labels)
@@ -54,6 +69,7 @@ class TextAttackPlan:
     max_change: float | None = None  # largest share of words changed (None: the attack's)
     min_similarity: float | None = None  # smallest sentence similarity (None: the attack's)
     seed: int = 0  # seeds the attacks and the augmentation
+    ranking: str = "queries"  # word ranking: model queries, or "gradient" (transformers)
     augment: int | None = None  # also defend: attack this many training texts, retrain
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # into config
 
@@ -74,7 +90,7 @@ class TextAttackPlan:
 
     def build(self) -> list[TextAttack]:
         """The attacks, configured."""
-        options: dict[str, Any] = {"seed": self.seed}
+        options: dict[str, Any] = {"seed": self.seed, "ranking": self.ranking}
         if self.max_change is not None:
             options["max_change"] = self.max_change
         if self.min_similarity is not None:
@@ -89,6 +105,11 @@ class TextAttackPlan:
             raise BadInput(
                 "--augment and --save-model work on adversa's bag-of-words model; they cannot "
                 f"retrain or save a {type(model).__name__} (augment your own pipeline's data)"
+            )
+        if self.ranking == "gradient" and not isinstance(model, GradientTextModel):
+            raise BadInput(
+                f"--ranking gradient needs a model that exposes gradients (builtin:minilm, "
+                f"hf:DIR); {type(model).__name__} does not"
             )
         attacks = self.build()
         texts, labels = split.test_texts[: self.n], split.test_labels[: self.n]
@@ -114,6 +135,7 @@ class TextAttackPlan:
             "max_change": attacks[0].max_change,
             "min_similarity": attacks[0].min_similarity,
             "augment": self.augment,
+            "ranking": self.ranking,
         }
         report = text_report(
             results,

@@ -16,6 +16,11 @@ probability and keeps the similarity (one batched MiniLM call over the active ex
 an example when its label flips, its word budget is spent or its ranked words run out.
 Cost per step: (active examples x candidates per word) queries and one MiniLM pass per active
 example; at most one step per non-stop word.
+
+`ranking="gradient"` (any attack) ranks words by the gradient norm of the loss at their token
+embeddings (`GradientTextModel.word_gradients`: one forward and backward pass per text)
+instead of the attack's leave-one-out queries; the result counts the passes (`gradients`) and
+the ranking queries they replaced (`queries_saved`). A model without gradients is refused.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ from torch import Tensor
 from adversa.errors import BadInput, require
 
 from .data import STOP_WORDS, replace_words, words
-from .model import as_probabilities, check_text_model
+from .model import GradientTextModel, as_probabilities, check_text_model
 
 Progress = Callable[[str, int, int], None]
+RANKINGS = ("queries", "gradient")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,6 +51,7 @@ class TextAttack:
     max_change: float = 0.25  # largest share of a text's words that may change
     min_similarity: float = 0.8  # smallest MiniLM cosine similarity to the original text
     seed: int = 0
+    ranking: str = "queries"  # word importance from model queries, or "gradient" (RANKINGS)
 
     def __post_init__(self) -> None:
         require(
@@ -53,6 +60,9 @@ class TextAttack:
         require(
             0.0 < self.min_similarity <= 1.0,
             f"min_similarity must be in (0, 1], got {self.min_similarity}",
+        )
+        require(
+            self.ranking in RANKINGS, f"ranking must be one of {RANKINGS}, got {self.ranking!r}"
         )
 
     def _perturb(self, ctx: AttackContext, examples: list[Example]) -> None:
@@ -99,7 +109,25 @@ class AttackContext:
         self.queries = torch.zeros(n, dtype=torch.long)
         self.originals = list(originals)
         self.min_similarity = min_similarity
+        self.gradients = torch.zeros(n, dtype=torch.long)  # backward passes per owner
+        self.saved = torch.zeros(n, dtype=torch.long)  # ranking queries replaced by gradients
         self._vectors: Tensor | None = None
+
+    def word_gradients(self, examples: Sequence[Example], saves: Sequence[int]) -> list[Tensor]:
+        """Per example, the gradient norm of its label's loss at each word (one forward and
+        backward pass each; `saves[i]` ranking queries of example i are counted as saved)."""
+        if not isinstance(self.model, GradientTextModel):
+            raise BadInput(
+                f"ranking='gradient' needs a model that exposes gradients (word_gradients), "
+                f"such as hf:DIR or builtin:minilm; {type(self.model).__name__} does not"
+            )
+        owners = torch.as_tensor([e.owner for e in examples], dtype=torch.long)
+        self.gradients += torch.bincount(owners, minlength=len(self.gradients))
+        self.saved.index_add_(0, owners, torch.as_tensor(saves, dtype=torch.long))
+        labels = torch.tensor([e.label for e in examples])
+        return self.model.word_gradients(
+            [e.text for e in examples], labels, [e.spans for e in examples]
+        )
 
     def score(self, texts: Sequence[str], owners: Sequence[int]) -> Tensor:
         """(len(texts), classes) probabilities from one predict_proba call; each text is one
@@ -223,6 +251,8 @@ class TextAttackResult:
     queries: Tensor  # texts scored per example (clean and verifying queries included)
     changes: list[list[tuple[int, int, str]]]  # (start, end, new word) spans in the original
     seconds: float
+    gradients: Tensor | None = None  # forward+backward passes per example (gradient ranking)
+    queries_saved: Tensor | None = None  # ranking queries the gradients replaced, per example
 
     def summary(self) -> dict[str, Any]:
         """Success rate over attacked examples; means of words changed and similarity over
@@ -244,6 +274,10 @@ class TextAttackResult:
             "mean_words_changed": mean(self.words_changed, success),
             "mean_similarity": mean(self.similarity, success),
             "mean_queries": mean(self.queries, attacked),
+            "mean_gradients": None if self.gradients is None else mean(self.gradients, attacked),
+            "mean_queries_saved": (
+                None if self.queries_saved is None else mean(self.queries_saved, attacked)
+            ),
             "seconds": self.seconds,
             "config": self.config,
         }
@@ -341,4 +375,6 @@ def run_text_attack(
         queries=ctx.queries.clone(),
         changes=changes,
         seconds=time.perf_counter() - start,
+        gradients=ctx.gradients.clone(),
+        queries_saved=ctx.saved.clone(),
     )

@@ -7,6 +7,8 @@ Words are ranked by a black-box score of their importance for the true class y:
 - "temporal-head": P(y | w_1..w_i) - P(y | w_1..w_{i-1}) (what w_i adds to its prefix);
 - "temporal-tail": P(y | w_i..w_n) - P(y | w_{i+1}..w_n) (what w_i adds to its suffix);
 - "combined": temporal-head + `tail_weight` * temporal-tail.
+With `ranking="gradient"` the score is instead the gradient norm of the loss at the word's
+token embeddings (one backward pass per text, replacing `scoring`'s queries).
 Then, in decreasing score order, each word gets one seeded random edit of each kind in `edits`
 (swap two adjacent letters, substitute a letter, delete a letter, insert a letter); the edit
 that lowers P(y | .) the most while keeping the sentence similarity is kept (with
@@ -121,6 +123,12 @@ class DeepWordBug(TextAttack):
         p = self._p_true(ctx, texts, owners, labels, counts)
         return [q[1:] - q[:-1] for q in p]
 
+    def scoring_queries(self, n_words: int) -> int:
+        """Queries `scores` spends on a text of `n_words` words."""
+        if self.scoring == "replace-one":
+            return n_words
+        return (n_words + 1) * (2 if self.scoring == "combined" else 1)
+
     @staticmethod
     def _p_true(ctx, texts, owners, labels, counts) -> list[torch.Tensor]:
         if not texts:
@@ -130,7 +138,12 @@ class DeepWordBug(TextAttack):
         return list(proba.gather(1, label[:, None])[:, 0].split(counts))
 
     def _perturb(self, ctx: AttackContext, examples: list[Example]) -> None:
-        for e, score in zip(examples, self.scores(ctx, examples), strict=True):
+        if self.ranking == "gradient":
+            saves = [self.scoring_queries(len(e.spans)) for e in examples]
+            importance = ctx.word_gradients(examples, saves)
+        else:
+            importance = self.scores(ctx, examples)
+        for e, score in zip(examples, importance, strict=True):
             eligible = torch.tensor(e.eligible(), dtype=torch.long)
             if len(eligible):
                 order = torch.argsort(score[eligible], descending=True, stable=True)

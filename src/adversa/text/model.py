@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -50,6 +50,18 @@ def check_text_model(model: Any) -> None:
             f"{type(model).__name__} has none (wrap a tokenizer + network so that it takes raw "
             "strings, as adversa.text.TextClassifier does)"
         )
+
+
+@runtime_checkable
+class GradientTextModel(Protocol):
+    """A text model that also gives, per text, the gradient norm of the loss of a label at
+    each word span (`adversa.text.transformer.TransformerTextModel` is one)."""
+
+    def predict_proba(self, texts: Sequence[str]) -> Any: ...
+
+    def word_gradients(
+        self, texts: Sequence[str], labels: Tensor, spans: Sequence[Sequence[tuple[int, int]]]
+    ) -> list[Tensor]: ...
 
 
 def as_probabilities(scores: Any, n: int) -> Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from torch import Tensor
 
 from adversa.errors import require
 
@@ -52,6 +53,18 @@ class PWWS(TextAttack):
         super().__post_init__()
         require(self.max_synonyms >= 1, f"max_synonyms must be >= 1, got {self.max_synonyms}")
 
+    @staticmethod
+    def _gradient_saliency(ctx: AttackContext, examples: list[Example], slots: list) -> Tensor:
+        """Each slot's word gradient norm over its text's largest (in [0, 1], the scale of
+        the probability drops it stands in for)."""
+        saves = [len(e.eligible()) for e in examples]
+        grads = ctx.word_gradients(examples, saves)
+        scaled = {
+            id(e): g / g.max().clamp(min=1e-12) if len(g) else g
+            for e, g in zip(examples, grads, strict=True)
+        }
+        return torch.stack([scaled[id(e)][i] for e, i in slots])
+
     def _perturb(self, ctx: AttackContext, examples: list[Example]) -> None:
         wordnet = get_wordnet()
         slots = [(e, i) for e in examples for i in e.eligible()]  # (example, word index)
@@ -60,10 +73,13 @@ class PWWS(TextAttack):
         owners = [e.owner for e, _ in slots]
         labels = torch.tensor([e.label for e, _ in slots])
         base = torch.tensor([e.p_true for e, _ in slots])
-        masked = ctx.score([e.render({i: self.unk_token}) for e, i in slots], owners)
-        saliency = base - masked.gather(1, labels[:, None])[:, 0]
         example_of = {id(e): g for g, e in enumerate(examples)}
         groups = torch.tensor([example_of[id(e)] for e, _ in slots])
+        if self.ranking == "gradient":
+            saliency = self._gradient_saliency(ctx, examples, slots)
+        else:
+            masked = ctx.score([e.render({i: self.unk_token}) for e, i in slots], owners)
+            saliency = base - masked.gather(1, labels[:, None])[:, 0]
         weight = group_softmax(saliency, groups, len(examples))
 
         texts, text_owners, text_slot, words = [], [], [], []

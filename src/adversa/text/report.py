@@ -87,6 +87,13 @@ def _num(v: float | None, fmt: str = ".3f") -> str:
     return "–" if v is None else format(v, fmt)
 
 
+def _ranking(attack: dict[str, Any]) -> str:
+    """How words were ranked: by queries, or by gradients with the queries that saved."""
+    if attack.get("config", {}).get("ranking") != "gradient":
+        return "queries"
+    return f"gradient ({_num(attack.get('mean_queries_saved'), '.1f')} queries saved)"
+
+
 def render_text_html(report: dict[str, Any]) -> str:
     """The report page as a string."""
     cfg = report["config"]
@@ -94,7 +101,8 @@ def render_text_html(report: dict[str, Any]) -> str:
         f"<tr><td>{escape(a['name'])}</td><td>{a['n_attacked']}</td>"
         f"<td>{_pct(a['success_rate'])}</td><td>{_pct(a['adversarial_accuracy'])}</td>"
         f"<td>{_pct(a['mean_words_changed'])}</td><td>{_num(a['mean_similarity'])}</td>"
-        f"<td>{_num(a['mean_queries'], '.1f')}</td><td>{a['seconds']:.1f}</td></tr>"
+        f"<td>{_num(a['mean_queries'], '.1f')}</td><td>{_ranking(a)}</td>"
+        f"<td>{a['seconds']:.1f}</td></tr>"
         for a in report["attacks"]
     )
     parts = [
@@ -105,7 +113,7 @@ def render_text_html(report: dict[str, Any]) -> str:
         f"{escape(str(cfg.get('seed')))}</p>",
         "<h2>Attacks</h2><table><tr><th>attack</th><th>attacked</th><th>success</th>"
         "<th>accuracy after</th><th>words changed</th><th>similarity</th><th>queries</th>"
-        f"<th>seconds</th></tr>{rows}</table>",
+        f"<th>word ranking</th><th>seconds</th></tr>{rows}</table>",
         '<p class="muted">Success is over correctly classified texts; words changed and '
         "similarity are means over successes; queries are texts scored per attacked text.</p>",
     ]
