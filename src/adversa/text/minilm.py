@@ -21,7 +21,6 @@ import functools
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from adversa.errors import BadInput, ModelLoadError, UnsafePickle, require
+from adversa.errors import BadInput, ModelLoadError, require
 from adversa.io import atomic_torch_save
 from adversa.safeload import brief, load_tensors
 
+from .cache import cached_victim
 from .data import load_text_data
 from .similarity import minilm_path
 from .transformer import TransformerTextModel, hf_offline
@@ -173,19 +173,9 @@ def load_minilm_victim(
     config = config or MiniLMTrainConfig()
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache()
     path = root / "text" / f"{data}-minilm-{config.fingerprint}.pt"
-    if path.exists():
-        try:
-            return MiniLMClassifier.load(path)
-        except UnsafePickle as exc:
-            raise UnsafePickle(f"text model cache: {exc}; delete {path} to retrain") from None
-        except ModelLoadError as exc:
-            log.warning("cached MiniLM head unreadable (%s); retraining", exc)
-    split = load_text_data(data)
-    start = time.perf_counter()
-    model = train_minilm_classifier(split.train_texts, split.train_labels, config)
-    log.info("trained the MiniLM head in %.1f s", time.perf_counter() - start)
-    try:
-        model.save(path)
-    except OSError as exc:
-        log.warning("could not cache the MiniLM head at %s (%s)", path, exc)
-    return model
+
+    def train() -> MiniLMClassifier:
+        split = load_text_data(data)
+        return train_minilm_classifier(split.train_texts, split.train_labels, config)
+
+    return cached_victim(path, MiniLMClassifier.load, train, "MiniLM head")

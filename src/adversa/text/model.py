@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -32,11 +31,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from adversa.errors import BadInput, ModelLoadError, UnsafePickle
+from adversa.errors import BadInput, ModelLoadError
 from adversa.io import atomic_torch_save
 from adversa.safeload import brief as _brief
 from adversa.safeload import load_tensors
 
+from .cache import cached_victim
 from .data import TOKENIZER_VERSION, UNK, load_text_data, tokenize
 
 log = logging.getLogger(__name__)
@@ -233,22 +233,12 @@ def load_text_victim(
     config = config or TextTrainConfig()
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache()
     path = root / "text" / f"{data}-bow-{config.fingerprint}.pt"
-    if path.exists():
-        try:
-            return TextClassifier.load(path)
-        except UnsafePickle as exc:  # not what adversa wrote: show it rather than overwrite it
-            raise UnsafePickle(f"text model cache: {exc}; delete {path} to retrain") from None
-        except ModelLoadError as exc:
-            log.warning("cached text victim unreadable (%s); retraining", exc)
-    split = load_text_data(data)
-    start = time.perf_counter()
-    model = train_text_classifier(split.train_texts, split.train_labels, config)
-    log.info("trained text victim in %.1f s", time.perf_counter() - start)
-    try:
-        model.save(path)
-    except OSError as exc:
-        log.warning("could not cache the text victim at %s (%s)", path, exc)
-    return model
+
+    def train() -> TextClassifier:
+        split = load_text_data(data)
+        return train_text_classifier(split.train_texts, split.train_labels, config)
+
+    return cached_victim(path, TextClassifier.load, train, "text victim")
 
 
 def load_text_model(spec: str, *, trust_model_file: bool = False) -> Any:
