@@ -27,6 +27,7 @@ from adversa.cli.common import (
     one_line,
 )
 from adversa.cli.evaluate import add_evaluate_parser
+from adversa.cli.extract import add_extract_parser
 from adversa.cli.input_defenses import add_reformer_parser
 from adversa.data import list_datasets
 from adversa.errors import AdversaError
@@ -34,7 +35,16 @@ from adversa.nets import ARCHS
 from adversa.threat import NORMS
 from adversa.zoo import list_models, zoo_entry
 
-LIST_WHAT = ("archs", "attacks", "datasets", "defenses", "models", "poisons", "text-attacks")
+LIST_WHAT = (
+    "archs",
+    "attacks",
+    "datasets",
+    "defenses",
+    "extractions",
+    "models",
+    "poisons",
+    "text-attacks",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_evaluate_parser(commands, common)
     add_reformer_parser(commands, common)
+    add_extract_parser(commands, common)
 
     from adversa.cli.train import add_train_parser
 
@@ -167,6 +178,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:<20} norms: {', '.join(norms)}")
     elif args.what == "archs":
         print("\n".join(ARCHS.list()))
+    elif args.what == "extractions":
+        from adversa.extraction import EXTRACTIONS
+
+        print("\n".join(EXTRACTIONS.list()))
     elif args.what == "datasets":
         print("\n".join(list_datasets()))
     elif args.what == "defenses":

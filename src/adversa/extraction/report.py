@@ -1,0 +1,121 @@
+"""report.json and report.html of `adversa extract`: fidelity versus queries per method, with
+and without the API-side defense, the defense's cost to honest users and the transfer attack
+from the copy. Both files are written atomically."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from adversa.io import atomic_write_text
+from adversa.render import (
+    cards,
+    config_section,
+    jsonable,
+    kv_table,
+    line_chart_svg,
+    page_start,
+    pct,
+    run_line,
+    warnings_block,
+)
+
+
+def write_extract_reports(directory: str | Path, report: dict[str, Any]) -> tuple[Path, Path]:
+    """Write DIR/report.json and DIR/report.html atomically; return both paths."""
+    data = jsonable(report)
+    data.setdefault("timestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S"))
+    out = Path(directory)
+    json_path = atomic_write_text(out / "report.json", json.dumps(data, indent=2) + "\n")
+    return json_path, atomic_write_text(out / "report.html", render_extract_html(data))
+
+
+def render_extract_html(data: dict[str, Any]) -> str:
+    """The self-contained page: headline cards, the curve, per-method table, defense, transfer."""
+    transfer, defense = data["transfer"], data["defense"]
+    head = [
+        ("fidelity (best method)", pct(data["fidelity"])),
+        ("copy accuracy", pct(data["accuracy"])),
+        ("queries", f"{data['queries']:,}"),
+        ("backward passes", str(data["backward_calls"])),
+        (f"target under transfer, linf {transfer['eps']:g}", pct(transfer["robust_accuracy"])),
+    ]
+    series = []
+    for row in data["methods"]:
+        for label, curve in row["curves"].items():
+            name = row["name"] if label == "none" else f"{row['name']} + {label}"
+            series.append((name, [(p["queries"], p["fidelity"]) for p in curve]))
+    chart = line_chart_svg(
+        series[0][1],
+        "queries",
+        x_name="queries",
+        label="fidelity versus queries",
+        name=series[0][0],
+        series=series[1:],
+    )
+    rows = "".join(
+        f"<tr><td>{escape(r['name'])}</td><td>{pct(r['fidelity'])}</td><td>{pct(r['accuracy'])}"
+        f"</td><td>{r['queries']:,}</td><td>{_defended(r)}</td></tr>"
+        for r in data["methods"]
+    )
+    table = (
+        "<table><tr><th>method</th><th>fidelity</th><th>copy accuracy</th><th>queries</th>"
+        f"<th>fidelity with {escape(defense['defense'])}</th></tr>{rows}</table>"
+    )
+    return "\n".join(
+        [
+            page_start(f"adversa extract: {data['target']}"),
+            f"<h1>Model extraction of {escape(str(data['target']))}</h1>",
+            run_line(data["timestamp"], data["seed"], data["seconds"]),
+            cards(head),
+            warnings_block(data.get("warnings") or [], ok=""),
+            "<h2>Fidelity versus queries</h2>",
+            '<p class="muted">Fidelity: share of the test data on which the copy and the target '
+            "agree. Dashed lines: further methods, or the same method against the defended API."
+            "</p>",
+            chart,
+            "<h2>Methods at the full budget</h2>",
+            table,
+            f"<h2>Defense: {escape(defense['defense'])}, and its cost to honest users</h2>",
+            kv_table({k: v for k, v in defense.items() if k != "defense"}),
+            "<h2>The copy as a surrogate (transfer attack)</h2>",
+            kv_table(transfer),
+            config_section(data["config"], data["versions"]),
+            "</main></body></html>",
+        ]
+    )
+
+
+def _defended(row: dict[str, Any]) -> str:
+    return pct(row["defended_fidelity"]) if "defended_fidelity" in row else "–"
+
+
+def extract_summary(report: dict[str, Any]) -> str:
+    """Lines for the terminal: per method its fidelity and accuracy, the defense, transfer."""
+    lines = [
+        f"{r['name']:<10} fidelity {100 * r['fidelity']:5.1f}%  "
+        f"accuracy {100 * r['accuracy']:5.1f}%  queries {r['queries']:,}"
+        + (
+            f"  with defense {100 * r['defended_fidelity']:5.1f}%"
+            if "defended_fidelity" in r
+            else ""
+        )
+        for r in report["methods"]
+    ]
+    d, t = report["defense"], report["transfer"]
+    if d["defense"] != "none":
+        lines.append(
+            f"defense {d['defense']}: honest label accuracy {100 * d['label_accuracy']:.1f}% "
+            f"(undefended {100 * d['label_accuracy_undefended']:.1f}%), mean probability change "
+            f"{d['probability_change_mean']:.3f} (total variation)"
+        )
+    line = (
+        f"transfer (linf {t['eps']:g}, n {t['n']}): target robust accuracy from the copy "
+        f"{100 * t['robust_accuracy']:.1f}%"
+    )
+    if "independent_robust_accuracy" in t:
+        line += f", from an independent surrogate {100 * t['independent_robust_accuracy']:.1f}%"
+    return "\n".join([*lines, line, *(f"warning: {w}" for w in report.get("warnings") or [])])
