@@ -670,7 +670,6 @@ CERTIFY = [
     ("certify-data-labels", f"{CE} --data <labels>", r"labels must lie in \[0, 9\]"),
     ("certify-data-out-of-bounds", f"{CE} --data <scaled>", r"outside the declared bounds"),
     ("certify-data-nan", f"{CE} --data <nan>", r"nan\.npz: x has 1 NaN"),
-    ("certify-model-torchscript", f"{CE} --model <script>", r"unsupported layer"),
     ("certify-l2-eps-too-big", f"{CE} --method crown --norm l2 --eps 100", r"eps=100(\.0)? is"),
     ("certify-seed", f"{CE} --seed {-(2**64)}", r"--seed must be .*got -18446744073709551616"),
     ("certify-csv-label-column", f"{CE} --data <csv> --label-column y", r"'y'"),

@@ -224,23 +224,28 @@ def test_l2_ibp_uses_row_norms_and_the_box():
 def test_bad_inputs_raise():
     x = torch.rand(2, 64)
     threat = THREATS["linf"]
-    with pytest.raises(BadInput, match="unsupported layer Sigmoid at '1'"):
-        bounds(nn.Sequential(nn.Linear(64, 4), nn.Sigmoid()), x, threat)
+    with pytest.raises(BadInput, match="unsupported layer GELU at '1'"):
+        bounds(nn.Sequential(nn.Linear(64, 4), nn.GELU()), x, threat)
 
-    class Custom(nn.Sequential):
+    class Custom(nn.Sequential):  # a traced forward: the bounds of twice the stack
         def forward(self, x):
             return super().forward(x) * 2
 
-    with pytest.raises(BadInput, match="Custom as the top module overrides forward"):
-        bounds(Custom(nn.Linear(64, 4)), x, threat)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        custom = Custom(nn.Linear(64, 4))
+    lower, upper = bounds(custom, x, threat)
+    plain = bounds(nn.Sequential(*custom), x, threat)
+    assert torch.allclose(lower, 2 * plain[0], atol=1e-6)
+    assert torch.allclose(upper, 2 * plain[1], atol=1e-6)
     with pytest.raises(BadInput, match="bounds support the linf and l2 norms, not 'l1'"):
         bounds(nn.Linear(64, 4), x, ThreatModel(norm="l1", eps=1.0))
     with pytest.raises(BadInput, match="method must be one of ibp, crown, crown-ibp"):
         bounds(nn.Linear(64, 4), x, threat, method="deeppoly")
     with pytest.raises(BadInput, match="outside the declared bounds"):
         bounds(nn.Linear(64, 4), x + 2, threat)
-    with pytest.raises(BadInput, match="MaxPool2d"):
-        bounds(nn.Sequential(nn.MaxPool2d(2)), torch.rand(2, 1, 8, 8), threat)
+    with pytest.raises(BadInput, match="max pooling at '0' must have ceil_mode=False"):
+        bounds(nn.Sequential(nn.MaxPool2d(2, ceil_mode=True)), torch.rand(2, 1, 8, 8), threat)
 
 
 def test_verified_points_survive_the_attacks(digits_mlp):

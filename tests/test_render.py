@@ -31,9 +31,7 @@ def test_numbers_are_rounded_for_display_and_exact_in_json():
     assert render.fmt(2 / 3) == "0.6667" and render.fmt(1e-5) == "1e-05"
     assert render.fmt(3) == "3" and render.pct(0.91234) == "91.2%"
     assert render.display([0.05, 0.1]) == "0.05, 0.1"
-    assert (
-        render.display({"lr": 1 / 3, "fprs": [0.01, 0.001]}) == "lr: 0.3333, fprs: [0.01, 0.001]"
-    )
+    assert render.display({"lr": 1 / 3, "fprs": [0.01, 0.001]}) == "lr: 0.3333, fprs: [0.01, 0.001]"
     exact = render.jsonable({"a": (1 / 3, float("inf")), 2: np.float32(0.5), "t": torch.ones(2)})
     assert exact == {"a": [1 / 3, "inf"], "2": 0.5, "t": [1.0, 1.0]}
     json.dumps(exact, allow_nan=False)

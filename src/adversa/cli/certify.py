@@ -1,6 +1,6 @@
 """`adversa certify`: the command line of `adversa.jobs.certify.CertifyPlan`.
 
-    adversa certify --model M --data D --method smoothing|ibp|crown|crown-ibp
+    adversa certify --model M --data D --method smoothing|ibp|crown|crown-ibp|alpha-crown
                     [--eps E[,E2]] [--norm linf|l2] [--sigma S --n0 100 --samples 10000
                     --alpha 0.001] [--batch-size B] [--n N] [--attack-check
                     [--attacks pgd,apgd-ce] [--eot K]] [--seed S] [--device D] --out DIR
@@ -36,7 +36,7 @@ from adversa.errors import BadInput
 from adversa.jobs.certify import CertifyPlan
 from adversa.load import load_model
 
-BOUND_METHODS = ("ibp", "crown", "crown-ibp")
+BOUND_METHODS = ("ibp", "crown", "crown-ibp", "alpha-crown")
 
 
 def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -46,7 +46,8 @@ def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         help="certified accuracy by randomized smoothing or IBP/CROWN bounds; writes "
         "certify.json and certify.html",
         description="Certify a model's predictions: randomized smoothing (Cohen et al. 2019; "
-        "L2 radii) or bound propagation (IBP, CROWN; Linf or L2 balls). --attack-check also "
+        "L2 radii) or bound propagation (IBP, CROWN, alpha-CROWN; Linf or L2 balls). "
+        "--attack-check also "
         "attacks the same points at the same eps and flags any contradiction as a BUG.",
     )
     ce.add_argument("--model", required=True, help="zoo name, file.py:factory (with --weights)")

@@ -41,7 +41,7 @@ class CertifyPlan:
     """What `adversa certify` does; `run(model, data)` does it. Validated on construction:
     every problem raises `BadInput` naming the field."""
 
-    method: str  # "smoothing", "ibp", "crown" or "crown-ibp"
+    method: str  # "smoothing", "ibp", "crown", "crown-ibp" or "alpha-crown"
     eps: tuple[float, ...] = ()  # radii; (): sigma / 2 for smoothing (bounds need some)
     norm: str | None = None  # "linf" or "l2"; None: l2 for smoothing, else linf
     bounds: tuple[float, float] | None = None  # input range; None: the data's own
