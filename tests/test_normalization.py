@@ -138,3 +138,13 @@ def test_bad_normalize_on_the_cli_is_one_line(
     assert main([*args, "--normalize", "imagenette", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--normalize 'imagenette'" in err[0]
+
+
+def test_certify_records_the_normalisation(normalised_model: Path, tmp_path: Path) -> None:
+    args = ["certify", "--model", str(normalised_model / "model.pt"), "--data"]
+    args += [str(normalised_model / "test.npz"), "--method", "ibp", "--eps", "0.001"]
+    args += ["--normalize", "imagenet", "--n", "16", "--out", str(tmp_path / "c")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "c" / "certify.json").read_text())
+    assert report["config"]["normalize"]["mean"] == list(NORMALIZATIONS["imagenet"][0])
+    assert report["clean_accuracy"] >= 0.9  # the normalisation is in front of the network

@@ -144,6 +144,7 @@ class CertifyPlan:
                 progress=progress,
             )
         config = self._config(data, threat, result.attacks)
+        config["normalize"] = getattr(model, "normalization", None)
         report = certify_report(result, config=config, seconds=time.perf_counter() - start)
         return _with_classes(report, model, data, result.certified, self.batch())
 

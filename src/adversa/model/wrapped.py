@@ -105,6 +105,8 @@ class Model:
         self.normalization = _normalization(mean, std)
         if self.normalization is not None:
             module = nn.Sequential(Normalize(**self.normalization), module)
+            if isinstance(module[1], torch.jit.ScriptModule):  # keep a TorchScript model whole
+                module = torch.jit.script(module)
         if num_classes is not None and not (is_integer(num_classes) and num_classes >= 1):
             raise BadInput(
                 f"num_classes must be a positive integer or None, got {describe(num_classes)}"
