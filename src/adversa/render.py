@@ -265,12 +265,12 @@ def line_chart_svg(
             f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>'
             + dots
         )
-        if series:
-            y = top + 14 + 18 * k
+        if series:  # below the chart, one row per line, so it never covers the data
+            y = height + 18 * k + 8
             legend.append(
-                f'<line x1="{width - right - 150}" y1="{y - 4}" x2="{width - right - 126}" '
+                f'<line x1="{left}" y1="{y - 4}" x2="{left + 24}" '
                 f'y2="{y - 4}" stroke="{colour}" stroke-width="2"{dash}/>'
-                f'<text x="{width - right - 120}" y="{y}">{escape(title)}</text>'
+                f'<text x="{left + 30}" y="{y}">{escape(title)}</text>'
             )
     body = (
         f"{''.join(grid)}"
@@ -279,4 +279,5 @@ def line_chart_svg(
         f'<text x="{(left + width - right) / 2:.0f}" '
         f'y="{height - 6}" text-anchor="middle">{escape(x_label)}</text>'
     )
-    return svg_frame(width, height, label, body)
+    legend_rows = 18 * (len(series) + 1) if series else 0
+    return svg_frame(width, height + legend_rows, label, body)
