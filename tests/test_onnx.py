@@ -16,6 +16,7 @@ from adversa.cli.main import main
 from adversa.errors import AccessError
 from adversa.load import load_model
 from adversa.model import Access
+from adversa.model.onnx import _Session
 from adversa.nets import build_arch
 
 
@@ -162,3 +163,17 @@ def test_an_unsupported_operator_is_named(tmp_path: Path, caplog: pytest.LogCapt
     with caplog.at_level("WARNING"):
         load_model(str(path))
     assert "operator Shrink" in caplog.text and "query-only" in caplog.text
+
+
+def test_a_fixed_batch_graph_runs_in_chunks(tmp_path: Path) -> None:
+    net = _digits_net()
+    path = tmp_path / "fixed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.rand(1, 1, 8, 8),), str(path), dynamo=False)
+    model = load_model(str(path))
+    x = torch.rand(5, 1, 8, 8)
+    torch.testing.assert_close(model(x), net(x), rtol=1e-5, atol=1e-5)
+    session = _Session(path)  # onnxruntime alone: 5 rows through a graph fixed at 1
+    assert session.fixed_batch == 1
+    torch.testing.assert_close(session(x), net(x), rtol=1e-5, atol=1e-5)

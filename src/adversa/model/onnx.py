@@ -63,12 +63,25 @@ class _Session(nn.Module):
             )
         except Exception as error:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"{path}: onnxruntime cannot load it: {_first(error)}") from None
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        batch = first.shape[0] if first.shape else None
+        # A graph exported with a fixed batch size runs in chunks of that size.
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
 
     def forward(self, x: Tensor) -> Tensor:
         data = x.detach().to("cpu", torch.float32).numpy()
-        (logits,) = self.session.run(None, {self.input_name: data})[:1]
-        return torch.from_numpy(np.asarray(logits)).to(device=x.device, dtype=x.dtype)
+        size = self.fixed_batch or len(data)
+        outs = []
+        for start in range(0, len(data), size):
+            chunk = data[start : start + size]
+            short = size - len(chunk)
+            if short:  # the last chunk, padded with copies of its last row
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], short, axis=0)])
+            logits = np.asarray(self.session.run(None, {self.input_name: chunk})[0])
+            outs.append(logits[: size - short])
+        logits = np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+        return torch.from_numpy(logits).to(device=x.device, dtype=x.dtype)
 
 
 class OnnxRuntimeModel(Model):
