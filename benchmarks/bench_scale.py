@@ -31,8 +31,8 @@ import subprocess
 import sys
 import time
 
+import bench_pgd  # this folder is on sys.path when a benchmark runs as a script
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adversa import Model, ThreatModel, get_attack
@@ -46,15 +46,8 @@ EPS, STEPS = 4 / 255, 10
 
 
 def plain_pgd(module: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
-    alpha = 2.5 * EPS / STEPS
-    x_adv = (x + torch.empty_like(x).uniform_(-EPS, EPS, generator=gen)).clamp(0, 1)
-    for _ in range(STEPS):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(module(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() + alpha * grad.sign()
-        x_adv = torch.minimum(torch.maximum(x_adv, x - EPS), x + EPS).clamp(0, 1)
-    return x_adv
+    """bench_pgd's plain loop at this benchmark's eps, steps and step size (2.5 eps / steps)."""
+    return bench_pgd.plain_pgd(module, x, y, EPS, 2.5 * EPS / STEPS, STEPS, gen)
 
 
 def plain_pgd_checked(module: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:

@@ -111,13 +111,18 @@ class OnnxRuntimeModel(Model):
         return super().__call__(x)
 
 
-def input_shape(path: Path) -> tuple[int, ...]:
-    """The graph's first input's shape without the batch dimension (dynamic sizes: 1)."""
+def read_graph(path: Path) -> Any:
+    """The ONNX `ModelProto` at `path` (protobuf: reading it runs nothing from the file)."""
     onnx = _require("onnx")
     try:
-        graph = onnx.load(str(path), load_external_data=False).graph
+        return onnx.load(str(path))
     except Exception as error:  # protobuf's DecodeError and friends
         raise ModelLoadError(f"{path}: not a readable ONNX model: {_first(error)}") from None
+
+
+def input_shape(model: Any, path: Path) -> tuple[int, ...]:
+    """The graph's first input's shape without the batch dimension (dynamic sizes: 1)."""
+    graph = model.graph
     if not graph.input:
         raise ModelLoadError(f"{path}: the ONNX graph has no input")
     dims = graph.input[0].type.tensor_type.shape.dim
@@ -136,7 +141,8 @@ def load_onnx(
     """The ONNX model at `path`: run by torch operators (white-box) when every operator is
     supported and the result agrees with onnxruntime, else by onnxruntime (query-only).
     Cost: one probe forward pass of each."""
-    shape = input_shape(path)
+    proto = read_graph(path)  # parsed once, for the shape and the interpreter
+    shape = input_shape(proto, path)
     session = _Session(path)
     runtime = OnnxRuntimeModel(
         session,
@@ -146,7 +152,7 @@ def load_onnx(
         mean=mean,
         std=std,
     )
-    converted, reason = _convert(path)
+    converted, reason = _convert(proto)
     if converted is not None:
         lo, hi = bounds
         probe = lo + (hi - lo) * torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
@@ -181,11 +187,10 @@ def load_onnx(
     return runtime
 
 
-def _convert(path: Path) -> tuple[nn.Module | None, str]:
+def _convert(proto: Any) -> tuple[nn.Module | None, str]:
     """The graph as torch operators, or (None, the reason) when an operator is missing."""
-    onnx = _require("onnx")
     try:
-        return OnnxGraph(onnx.load(str(path))), ""
+        return OnnxGraph(proto), ""
     except UnsupportedOperator as error:
         return None, f"{error} is not supported for gradients"
 
