@@ -185,6 +185,7 @@ def load_model(
     bounds: tuple[float, float] = (0.0, 1.0),
     trust_model_file: bool = False,
     normalize: str | None = None,
+    autocast: str | None = None,
 ) -> Model:
     """Load `spec` (zoo name, TorchScript, `.pt2`, `file.py:factory`, a directory written
     by `adversa train`, or `sklearn:path.joblib`) as a `Model`.
@@ -199,6 +200,8 @@ def load_model(
     factory's initialisation is used, with a warning) and, when given with a zoo name or an
     archive, replaces the weights it holds. `normalize` (`imagenet`, `cifar10` or
     `MEANS/STDS`, `nets.parse_normalization`) puts that normalisation in front of the model.
+    `autocast` ("bfloat16", "float16") lets attacks search in that precision (`Model`); PyTorch
+    models only.
     Errors: `ModelLoadError` for files that cannot be loaded, `UnknownName` for a name that is
     neither a zoo model nor an existing file.
     """
@@ -215,6 +218,8 @@ def load_model(
 
         if normalize is not None:
             raise BadInput(f"--normalize {normalize}: a scikit-learn model takes no normalisation")
+        if autocast is not None:
+            raise BadInput(f"--autocast {autocast}: applies to PyTorch models, not {spec}")
 
         return load_sklearn(
             spec.removeprefix("sklearn:"), trust_model_file=trust_model_file, bounds=bounds
@@ -251,6 +256,8 @@ def load_model(
         elif safeload.file_kind(path) == safeload.ONNX:
             if weights_path is not None:
                 raise BadInput(f"--weights {weights}: an ONNX model holds its weights; drop it")
+            if autocast is not None:
+                raise BadInput(f"--autocast {autocast}: applies to PyTorch models, not ONNX")
             return load_onnx(
                 path, device=device, num_classes=num_classes, bounds=bounds, mean=mean, std=std
             )
@@ -260,7 +267,15 @@ def load_model(
     if weights_path is not None:
         apply_weights(net, weights_path)
     net.eval()
-    return Model(net, num_classes=num_classes, bounds=bounds, name=name, mean=mean, std=std)
+    return Model(
+        net,
+        num_classes=num_classes,
+        bounds=bounds,
+        name=name,
+        mean=mean,
+        std=std,
+        autocast=autocast,
+    )
 
 
 def load_model_file(

@@ -111,8 +111,22 @@ class AttackBase:
         out: dict[str, Any] = {"name": self.name}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            out[field.name] = dataclasses.asdict(value) if field.name == "threat" else value
+            out[field.name] = (
+                dataclasses.asdict(value, dict_factory=_summarize_tensors)
+                if field.name == "threat"
+                else value
+            )
         return out
+
+
+def _summarize_tensors(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A threat's fields for a report, a tensor (a mask) summarised by shape and count."""
+    return {
+        k: f"tensor {tuple(v.shape)}, {int(v.count_nonzero())} nonzero"
+        if isinstance(v, Tensor)
+        else v
+        for k, v in items
+    }
 
 
 def run_attack(
@@ -139,9 +153,10 @@ def run_attack(
     # gradients, and its queries are counted as such.
     oracle = model.view(attack.access)
     with model.frozen(), model.counting() as counter, diagnose_mismatch(model, x, data="x"):
-        x_adv = attack._perturb(oracle, x.detach(), y, gen).detach().to(x.dtype)
+        with model.reduced_precision():  # the search may run in lower precision (autocast)
+            x_adv = attack._perturb(oracle, x.detach(), y, gen).detach().to(x.dtype)
         x_adv = threat.project(x_adv, x)
-        with torch.no_grad():
+        with torch.no_grad():  # the verification always runs in the model's precision
             logits = model(x_adv)
         pred = logits.argmax(1)
         success = is_adversarial(logits, y, threat.targeted)

@@ -164,6 +164,11 @@ class Ascent:
     rounding from the larger batches, and only the cost grows. Without `track_best`
     (adversarial training, smoothing, poisons) the last iterate is returned, with one restart
     and no early stop.
+
+    Without `final_eval` (one restart only) the point after the last step is not evaluated:
+    a sample not fooled by any evaluated iterate gets that last point, unchecked. Callers
+    whose result is verified anyway (the harness's final forward pass, PGD and FGSM) save one
+    forward pass per sample this way and find the same fooling points.
     """
 
     steps: int  # gradient steps per restart
@@ -173,6 +178,7 @@ class Ascent:
     early_stop: bool = True  # a fooled sample leaves the batch (track_best only)
     track_best: bool = True  # return the best point per sample, else the last iterate
     l1_sparsity: float = 0.99  # L1 only: share of coordinates left out of each step
+    final_eval: bool = True  # evaluate the point after the last step (else keep it unchecked)
 
     def __post_init__(self) -> None:
         require(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
@@ -188,6 +194,10 @@ class Ascent:
             "the last iterate (track_best=False) is defined for one restart without early stop",
         )
         require(0 <= self.l1_sparsity < 1, f"l1_sparsity must be in [0, 1), got {self.l1_sparsity}")
+        require(
+            self.final_eval or self.restarts == 1,
+            "skipping the final evaluation (final_eval=False) needs one restart",
+        )
 
     def size(self, step: int) -> float:
         """The step size at step `step` (from 0)."""
@@ -211,7 +221,8 @@ def ascend(
     it is `threat.random_start` drawn from `gen`, or x. `done` (bool, n) marks samples that
     need no attack (already fooled): they are returned as they are and cost nothing.
     Cost: `objective` is evaluated with a backward pass `steps` times per row (fewer with
-    early stopping), plus once without one after the last step when the best point is kept.
+    early stopping), plus once without one after the last step when the best point is kept
+    and `plan.final_eval`.
     The caller owns the model's mode and the cost scope.
     """
     if (start is not None and plan.restarts > 1) or (
@@ -245,10 +256,12 @@ def ascend(
         x_adv = stepped
         if plan.early_stop and not bool(keep.all()):
             row, owner, center, x_adv = row[keep], owner[keep], center[keep], x_adv[keep]
-    if row.numel():
+    if row.numel() and plan.final_eval:
         with torch.no_grad():
             loss, fooled = objective(x_adv, row)
             best.update(owner, x_adv, loss, _fooled(fooled))
+    elif row.numel():  # one restart: each remaining row is its own sample, not yet fooled
+        best.x_best[owner] = x_adv.to(best.x_best.dtype)
     return best.x_best
 
 
@@ -292,8 +305,8 @@ def gradient_ascent(
     """`ascend` on `loss_fn` of the classifier's logits, with `is_adversarial` as the
     fooled test (PGD, FGSM). Points the model already gets wrong (right, when targeted) are
     returned as they are after one forward pass. Cost per attacked sample: at most
-    `steps * restarts` forward and backward passes, plus one forward pass before and one
-    after the loop."""
+    `steps * restarts` forward and backward passes, plus one forward pass before the loop and,
+    with `plan.final_eval`, one after it."""
     targeted, n = threat.targeted, x.shape[0]
     with torch.no_grad():
         already = is_adversarial(model(x), y, targeted)

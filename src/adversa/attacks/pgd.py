@@ -9,8 +9,9 @@ step of Tramer & Boneh (2019, "Adversarial Training and Robustness for Multiple
 Perturbations", arXiv:1904.13000).
 
 Cost per attacked sample: `steps * restarts` forward and backward passes at most (exactly,
-with `early_stop=False`), plus two forward passes (the clean check and the final check), plus
-the harness's verification.
+with `early_stop=False`), plus the clean check and the harness's verification, plus with
+several restarts one forward pass to pick among their last iterates. With one restart a
+sample no step fooled returns its last iterate (the harness's verification is its check).
 
 Example::
 
@@ -72,6 +73,8 @@ class PGD(AttackBase):
                 random_start=self.random_start,
                 early_stop=self.early_stop,
                 l1_sparsity=self.l1_sparsity,
+                # One restart: the harness's verification evaluates the last iterate.
+                final_eval=self.restarts > 1,
             ),
             gen=gen,
         )

@@ -27,6 +27,9 @@ from adversa.threat import check_bounds
 
 log = logging.getLogger(__name__)
 
+# --autocast names -> the reduced precision attacks run in (`Model(autocast=...)`)
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 class Access(enum.IntEnum):
     """How much of the model an attack needs; views grant less than full gradient access."""
@@ -73,6 +76,12 @@ class Model:
     `num_classes` is given at construction or, when unknown, learnt once by
     `resolve_num_classes` (the harnesses call it on their first batch).
 
+    `autocast` ("bfloat16" or "float16") runs the module under `torch.autocast` inside
+    `reduced_precision()` scopes only: the harness opens one around an attack's search and
+    closes it before its verification, so attacks run at the lower precision and every
+    reported success is checked in the model's own precision. Logits leave in the model's
+    dtype either way.
+
     `meter` is the `CostMeter` the passes are counted in: a fresh one, or that of another
     model whose passes this one makes (a composite around a classifier), so that both count
     in the same scopes. Views made by `derive` always share their parent's.
@@ -99,6 +108,7 @@ class Model:
         meter: CostMeter | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        autocast: str | None = None,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise BadInput(f"module must be a torch.nn.Module, got {describe(module)}")
@@ -128,6 +138,8 @@ class Model:
         ref = param if param is not None else buffer
         self.device = ref.device if ref is not None else torch.device("cpu")
         self.dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+        self.autocast = _check_autocast(autocast, self.device)
+        self._reduced = False  # inside a reduced_precision() scope (kept by the base model)
 
     @property
     def num_classes(self) -> int | None:
@@ -162,9 +174,25 @@ class Model:
         what calling a plain model does, and what views and composites build on."""
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
-        logits = self._logits(self.module(x))
+        base = self.base
+        if base._reduced and base.autocast is not None:
+            with torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[base.autocast]):
+                logits = self._logits(self.module(x)).to(self.dtype)
+        else:
+            logits = self._logits(self.module(x))
         self.meter.record(logits, x.shape[0])
         return logits
+
+    @contextlib.contextmanager
+    def reduced_precision(self) -> Iterator[None]:
+        """Passes through this model and its views run under `autocast` (when set) until
+        the scope closes."""
+        base = self.base
+        previous, base._reduced = base._reduced, True
+        try:
+            yield
+        finally:
+            base._reduced = previous
 
     def _logits(self, out: object) -> Tensor:
         """The logits in the module's output, by the rule in the class docstring."""
@@ -341,6 +369,18 @@ def _what(out: object) -> str:
         parts = ", ".join(type(item).__name__ for item in out[:6])
         return f"a {kind} of {len(out)} items ({parts})"
     return f"a {kind}"
+
+
+def _check_autocast(autocast: str | None, device: torch.device) -> str | None:
+    if autocast is None:
+        return None
+    if not isinstance(autocast, str) or autocast not in AUTOCAST_DTYPES:
+        raise BadInput(
+            f"--autocast {autocast!r}: expected one of {', '.join(AUTOCAST_DTYPES)} (or none)"
+        )
+    if not torch.amp.is_autocast_available(device.type):
+        raise BadInput(f"--autocast {autocast}: autocast is not available on {device.type}")
+    return autocast
 
 
 def _normalization(
