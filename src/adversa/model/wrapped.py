@@ -13,8 +13,7 @@ import contextlib
 import enum
 import functools
 import logging
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -22,13 +21,12 @@ from torch import Tensor, nn
 from adversa.errors import AccessError, BadInput, describe, is_integer
 from adversa.model.accepts import infer_num_classes
 from adversa.model.cost import Cost, CostCounter, CostMeter
+from adversa.model.options import AUTOCAST_DTYPES, check_autocast, check_normalization
+from adversa.model.outputs import describe_output, take_logits
 from adversa.nets.normalize import Normalize
 from adversa.threat import check_bounds
 
 log = logging.getLogger(__name__)
-
-# --autocast names -> the reduced precision attacks run in (`Model(autocast=...)`)
-AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class Access(enum.IntEnum):
@@ -112,7 +110,7 @@ class Model:
     ) -> None:
         if not isinstance(module, nn.Module):
             raise BadInput(f"module must be a torch.nn.Module, got {describe(module)}")
-        self.normalization = _normalization(mean, std)
+        self.normalization = check_normalization(mean, std)
         if self.normalization is not None:
             module = nn.Sequential(Normalize(**self.normalization), module)
             if isinstance(module[1], torch.jit.ScriptModule):  # keep a TorchScript model whole
@@ -138,7 +136,7 @@ class Model:
         ref = param if param is not None else buffer
         self.device = ref.device if ref is not None else torch.device("cpu")
         self.dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-        self.autocast = _check_autocast(autocast, self.device)
+        self.autocast = check_autocast(autocast, self.device)
         self._reduced = False  # inside a reduced_precision() scope (kept by the base model)
 
     @property
@@ -198,19 +196,19 @@ class Model:
         """The logits in the module's output, by the rule in the class docstring."""
         if isinstance(out, Tensor):
             return out
-        logits, taken = _take_logits(out)
+        logits, taken = take_logits(out)
         if logits is None:
             raise BadInput(
-                f"model {self.name!r} returned {_what(out)}, not logits: its forward must "
-                "return a tensor (N, classes), an output with .logits, or a tuple whose first "
-                "tensor is the logits"
+                f"model {self.name!r} returned {describe_output(out)}, not logits: its forward "
+                "must return a tensor (N, classes), an output with .logits, or a tuple whose "
+                "first tensor is the logits"
             )
         if not self._output_warned:
             self._output_warned = True
             log.warning(
                 "model %r returned %s; using %s, of shape %s, as the logits",
                 self.name,
-                _what(out),
+                describe_output(out),
                 taken,
                 tuple(logits.shape),
             )
@@ -342,73 +340,3 @@ def as_model(model: Model | nn.Module, bounds: tuple[float, float] = (0.0, 1.0))
     if isinstance(model, nn.Module):
         return Model(model, bounds=bounds)
     raise BadInput(f"model must be an adversa Model or a torch.nn.Module, got {type(model)}")
-
-
-def _take_logits(out: object) -> tuple[Tensor | None, str]:
-    """(logits, which part of `out` they are), or (None, "") when `out` holds none."""
-    if isinstance(out, Mapping):
-        value = out.get("logits")
-        return (value, "its 'logits' entry") if isinstance(value, Tensor) else (None, "")
-    value = getattr(out, "logits", None)
-    if isinstance(value, Tensor):
-        return value, "its .logits"
-    if isinstance(out, tuple | list):
-        for i, item in enumerate(out):
-            if isinstance(item, Tensor):
-                return item, f"element {i}"
-    return None, ""
-
-
-def _what(out: object) -> str:
-    """What a module returned, for a message: the type and, for containers, their parts."""
-    kind = type(out).__name__
-    if isinstance(out, Mapping):
-        keys = ", ".join(repr(k) for k in list(out)[:6])
-        return f"a {kind} with keys [{keys}]"
-    if isinstance(out, tuple | list):
-        parts = ", ".join(type(item).__name__ for item in out[:6])
-        return f"a {kind} of {len(out)} items ({parts})"
-    return f"a {kind}"
-
-
-def _check_autocast(autocast: str | None, device: torch.device) -> str | None:
-    if autocast is None:
-        return None
-    if not isinstance(autocast, str) or autocast not in AUTOCAST_DTYPES:
-        raise BadInput(
-            f"--autocast {autocast!r}: expected one of {', '.join(AUTOCAST_DTYPES)} (or none)"
-        )
-    if not torch.amp.is_autocast_available(device.type):
-        raise BadInput(f"--autocast {autocast}: autocast is not available on {device.type}")
-    return autocast
-
-
-def _normalization(
-    mean: Sequence[float] | None, std: Sequence[float] | None
-) -> dict[str, list[float]] | None:
-    if mean is None and std is None:
-        return None
-    if mean is None or std is None:
-        raise BadInput("normalisation needs both mean and std, got only one of them")
-    values = {}
-    for label, given in (("mean", mean), ("std", std)):
-        items = [given] if isinstance(given, int | float) else given
-        if (
-            not isinstance(items, Sequence)
-            or not items
-            or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                for v in items
-            )
-        ):
-            raise BadInput(f"{label} must be a number or a list of finite numbers, got {given!r}")
-        values[label] = [float(v) for v in items]
-    if len(values["mean"]) != len(values["std"]):
-        if 1 not in (len(values["mean"]), len(values["std"])):
-            raise BadInput(
-                f"mean and std need one value each or one per channel, got {len(values['mean'])} "
-                f"means and {len(values['std'])} stds"
-            )
-        n = max(len(values["mean"]), len(values["std"]))
-        values = {k: v * n if len(v) == 1 else v for k, v in values.items()}
-    return values
