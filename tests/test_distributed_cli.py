@@ -81,7 +81,15 @@ def test_n_points_is_n_where_n_cannot_pass_torchrun() -> None:
         for action in parser._actions
         if "--n" in action.option_strings
     }
-    assert refused == {"evaluate", "certify", "privacy", "text-attack", "train-reformer"}
+    assert refused == {
+        "evaluate",
+        "certify",
+        "privacy",
+        "text-attack",
+        "train-reformer",
+        "patch",
+        "universal",
+    }
     for command in refused:
         assert not _passes_through(command, ["--n", "100"])  # what the issue saw
         assert _passes_through(command, ["--n-points", "100"])

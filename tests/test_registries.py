@@ -15,6 +15,8 @@ from adversa.defenses import DEFENSES
 from adversa.errors import BadInput, UnknownName
 from adversa.input_defenses.spec import INPUT_DEFENSES, INPUT_DETECTORS, build_detector
 from adversa.nets import ARCHS, build_arch
+from adversa.physical.masks import MASKS
+from adversa.physical.universal import UNIVERSAL_METHODS
 from adversa.poisoning import POISON_DETECTORS, POISONS, get_detector
 from adversa.registry import Registry
 from adversa.zoo import ZOO_ENTRIES, list_models, zoo_entry
@@ -30,6 +32,8 @@ CASES: dict[str, tuple[Registry, str, str, str]] = {
     "datasets": (DATASETS, "mnist", "mnst", "mnist"),
     "zoo-entries": (ZOO_ENTRIES, "mnist-cnn", "mnist-cn", "mnist-cnn"),
     "architectures": (ARCHS, "small-cnn", "small-cn", "small-cnn"),
+    "masks": (MASKS, "eyeglasses", "eyeglases", "eyeglasses"),
+    "universal-methods": (UNIVERSAL_METHODS, "sgd-uap", "sgd-uapp", "sgd-uap"),
 }
 
 

@@ -67,6 +67,16 @@ def add_normalize_option(parser: Any) -> None:
     parser.add_argument("--normalize", metavar="NAME|MEANS/STDS", help=NORMALIZE_HELP)
 
 
+def add_autocast_option(parser: Any) -> None:
+    """`--autocast`: attacks search in reduced precision, verification stays in full."""
+    parser.add_argument(
+        "--autocast",
+        choices=("bfloat16", "float16"),
+        help="run the attacks' searches under torch.autocast in this precision (where the "
+        "device supports it); every reported success is verified in the model's own precision",
+    )
+
+
 AUTO = "auto"
 
 

@@ -25,6 +25,7 @@ from adversa.cli.common import (
     AUTO,
     EXIT_OK,
     RichProgress,
+    add_autocast_option,
     add_normalize_option,
     check_device,
     check_positive,
@@ -81,6 +82,7 @@ def _add_model_options(ev: argparse.ArgumentParser) -> None:
         help="state_dict (.pt, loaded weights-only) or .safetensors for a file.py:factory model",
     )
     add_normalize_option(ev)
+    add_autocast_option(ev)
     ev.add_argument(
         "--data",
         required=True,
@@ -115,6 +117,19 @@ def _add_threat_options(ev: argparse.ArgumentParser) -> None:
         help="tabular feature constraints every attack must respect: 'data' (the data set's "
         "own, e.g. fraud) or a JSON file with immutable/integer/increase_only/categorical/"
         "lower/upper/weights, features by name, values in original units",
+    )
+    ev.add_argument(
+        "--mask",
+        metavar="NAME|FILE.png",
+        help="perturb only inside a mask: eyeglasses, stickers, square, frame, or a PNG "
+        "(white = inside, resized to the images); with linf, eps 1 (the box width) is "
+        "unbounded inside the mask",
+    )
+    ev.add_argument(
+        "--transforms",
+        metavar="SPEC",
+        help="the model sees each input through a fresh random transformation, e.g. "
+        "rotate=15,scale=0.9-1.1,brightness=0.1 (with --eot K: attack the mean of K draws)",
     )
     ev.add_argument(
         "--evade-class",
@@ -241,6 +256,7 @@ def _plan(args: argparse.Namespace, names: list[str], data: Any) -> EvaluationPl
         "data": args.data,
         "label_column": args.label_column,
         "device": args.device,
+        "autocast": args.autocast,
         "surrogate": args.surrogate,
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }
@@ -264,6 +280,8 @@ def _plan(args: argparse.Namespace, names: list[str], data: Any) -> EvaluationPl
         detector_data=pool,
         certify=args.certify,
         constraints=args.constraints,
+        mask=args.mask,
+        transforms=args.transforms,
         backdoor=args.backdoor,
         evade_class=args.evade_class,
         provenance=provenance,
@@ -300,6 +318,7 @@ def _load_on_all_ranks(
         bounds=bounds,
         trust_model_file=args.trust_model_file,
         normalize=args.normalize,
+        autocast=args.autocast,
     )
     if distributed.is_main():
         distributed.barrier()
@@ -336,6 +355,9 @@ def summary(report: Report, out: Path, html_path: Path) -> str:
         )
     for warning in report.warnings:
         lines.append(f"warning: {warning}")
+    mask = config.get("mask")
+    if mask is not None:
+        lines.append(f"mask: {mask['spec']}, {mask['pixels']} pixels ({mask['area_share']:.1%})")
     lines.append(f"report: {html_path} (and {out / REPORT_JSON})")
     backdoor = config.get("backdoor")
     if backdoor is not None:

@@ -29,6 +29,8 @@ from adversa.cli.common import (
 from adversa.cli.evaluate import add_evaluate_parser
 from adversa.cli.extract import add_extract_parser
 from adversa.cli.input_defenses import add_reformer_parser
+from adversa.cli.patch import add_patch_parser
+from adversa.cli.universal import add_universal_parser
 from adversa.data import list_datasets
 from adversa.errors import AdversaError
 from adversa.nets import ARCHS
@@ -148,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     from adversa.cli.privacy_defense import add_privacy_defense_parser
 
     add_privacy_defense_parser(commands, common)
+    add_universal_parser(commands, common)
+    add_patch_parser(commands, common)
 
     ls = commands.add_parser(
         "list",

@@ -23,6 +23,7 @@ from adversa.evaluation.html_sections import (
     masking_section,
     points_caption,
 )
+from adversa.evaluation.mask_section import mask_section, without_mask
 from adversa.evaluation.report import Report
 from adversa.render import (
     cards,
@@ -70,10 +71,14 @@ def render_html(
         parts.append("<h2>Accuracy versus eps</h2>" + _curve(data))
     parts.append(masking_section(data))
     parts.append(backdoor_section(data))
+    parts.append(mask_section(data))
     if first is not None:
         parts.append(_gallery(first, kind, class_names, feature_names, data.get("feature_changes")))
     parts.append(
-        config_section({**without_backdoor(data["config"]), "seed": data["seed"]}, data["versions"])
+        config_section(
+            {**without_mask(without_backdoor(data["config"])), "seed": data["seed"]},
+            data["versions"],
+        )
     )
     parts.append("</main></body></html>\n")
     return "\n".join(parts)

@@ -34,6 +34,7 @@ from torch import Tensor
 from adversa.attacks import AttackBase
 from adversa.losses import ce
 from adversa.model import Access, Cost, Model
+from adversa.physical.masked import MaskedThreat
 from adversa.threat import ThreatModel
 
 SINGLE_STEP: tuple[str, ...] = ("fgsm",)  # registry names of single-step gradient attacks
@@ -145,6 +146,8 @@ def check_chance_at_large_eps(
     so an attacker can make all inputs identical and accuracy must fall to chance or below."""
     if math.isinf(threat.eps) or threat.eps < 0.5 * threat.max_eps(dim):
         return []
+    if isinstance(threat, MaskedThreat) and not bool(threat.mask.all()):
+        return []  # the pixels outside the mask never move: inputs cannot become identical
     if robust_accuracy <= chance:
         return []
     return [

@@ -47,6 +47,10 @@ from adversa.jobs.backdoor import backdoor_summary
 from adversa.jobs.defended import evaluate_input_defense
 from adversa.model import Access, Model, check_model_accepts
 from adversa.model.normalization_check import normalization_warnings
+from adversa.physical.masked import MaskedThreat
+from adversa.physical.masks import mask_summary, masked_threat
+from adversa.physical.rp2 import transformed
+from adversa.physical.transforms import Transforms
 from adversa.tabular import ConstrainedThreat
 from adversa.tabular.changes import load_constraints
 from adversa.tabular.constraints import FeatureConstraints
@@ -102,6 +106,9 @@ class EvaluationPlan:
     detector_data: Dataset | None = None  # clean points, disjoint from `data`, to fit it on
     certify: str | None = None  # "ibp" or "crown": verified accuracy beside robust accuracy
     constraints: FeatureConstraints | str | None = None  # tabular; str: "data", JSON or file
+    mask: str | torch.Tensor | None = None  # a MASKS name, PNG or 0/1 tensor: the threat is a
+    # MaskedThreat (perturb only inside it; linf eps = the box width: unbounded there)
+    transforms: str | None = None  # "rotate=15,...": the model sees a fresh draw each pass
     backdoor: str | None = None  # a directory from `adversa poison`: its trigger's ASR
     evade_class: int | str | None = None  # attack only this class's rows (index or name) and
     # report how many caught ones evade; None: all rows (the fraud set still counts frauds)
@@ -139,6 +146,10 @@ class EvaluationPlan:
 
     def _check_parts(self) -> None:
         """The options that depend on each other."""
+        if self.mask is not None and self.constraints is not None:
+            raise BadInput("mask and constraints do not combine: a mask is for images")
+        if self.transforms is not None:
+            Transforms.parse(self.transforms)
         if self.bpda and self.defense:
             raise BadInput("bpda is implied by defense: the adaptive run applies it")
         if not is_real(self.detector_fpr) or not 0 < self.detector_fpr < 1:
@@ -165,6 +176,8 @@ class EvaluationPlan:
         """The headline threat (first eps) on `data`: its bounds unless the plan has its
         own, with the tabular constraints when there are any."""
         bounds = tuple(self.bounds) if self.bounds is not None else tuple(data.bounds)
+        if self.mask is not None:
+            return masked_threat(self.norm, self.eps[0], bounds, self.mask, data.x.shape[1:])
         if self.constraints is None:
             return ThreatModel(norm=self.norm, eps=self.eps[0], bounds=bounds)
         constraints = self.constraints
@@ -266,6 +279,8 @@ class EvaluationPlan:
         normalization_notes = normalization_warnings(model, data.x, data.y)
         input_side = bool(self.defense or self.detector)
         eot_notes = None  # with EOT on the plain model: a warning if it is deterministic
+        if self.transforms is not None:
+            model = transformed(model, Transforms.parse(self.transforms), self.seed)
         if self.eot is not None and not input_side:
             eot_notes = redundant_eot(model, data.x, self.eot)
             model = EOT(model, self.eot)
@@ -346,7 +361,10 @@ class EvaluationPlan:
             if not isinstance(self.constraints, FeatureConstraints)
             else "given",
             "class_names": list(data.class_names) if data.class_names else None,
+            "transforms": self.transforms,
         }
+        if isinstance(threat, MaskedThreat):
+            config["mask"] = mask_summary(threat, self.mask)
         if "class_map" in data.meta:  # an image folder: which folder is which label, and why
             config["class_map"] = data.meta["class_map"]
             config["labels_from"] = data.meta["labels_from"]
