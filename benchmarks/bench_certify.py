@@ -7,7 +7,7 @@ functionally, and its traced bounds are checked equal to those of its `nn.Sequen
 If auto_LiRPA is installed (a benchmark-only tool, never a dependency of adversa: install it
 from its repository with `pip install --no-deps git+https://github.com/Verified-Intelligence/
 auto_LiRPA` in the benchmark's own environment), its CROWN ("backward") bounds on the same
-networks and points are timed and compared.
+networks and points are timed (three interleaved runs each, best of three) and compared.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/bench_certify.py [--n 32] [--eps 0.02]
 """
@@ -66,16 +66,30 @@ def _time(fn, repeat: int = 1) -> tuple[float, object]:
     return best, out
 
 
-def _lirpa(net: nn.Module, x: torch.Tensor, eps: float) -> tuple[float, tuple] | None:
+def _against_lirpa(net: nn.Module, x: torch.Tensor, threat: ThreatModel, rounds: int = 3):
+    """CROWN in adversa and in auto_LiRPA ("backward"), `rounds` interleaved runs each (so
+    other jobs on the machine slow both alike): (our times, theirs, largest bound difference),
+    or None without auto_LiRPA."""
     if importlib.util.find_spec("auto_LiRPA") is None:
         return None
     from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
 
+    eps = threat.eps
     bounded = BoundedModule(net, torch.zeros_like(x[:1]))
     ptb = PerturbationLpNorm(
         norm=float("inf"), eps=eps, x_L=(x - eps).clamp(0, 1), x_U=(x + eps).clamp(0, 1)
     )
-    return _time(lambda: bounded.compute_bounds(x=(BoundedTensor(x, ptb),), method="backward"))
+    ours, theirs = [], []
+    for _ in range(rounds):
+        with torch.no_grad():
+            seconds, mine = _time(functools.partial(bounds, net, x, threat, "crown"))
+            ours.append(seconds)
+            seconds, other = _time(
+                lambda: bounded.compute_bounds(x=(BoundedTensor(x, ptb),), method="backward")
+            )
+            theirs.append(seconds)
+    diff = max(float((a - b).abs().max()) for a, b in zip(mine, other, strict=True))
+    return ours, theirs, diff
 
 
 def main() -> None:
@@ -118,16 +132,14 @@ def main() -> None:
             )
             print(f"{'':24} traced vs Sequential CROWN bounds: max difference {diff:.2e}")
         if not name.endswith("traced"):
-            theirs = _lirpa(net, x, args.eps)
-            if theirs is not None:
-                seconds, (lower, upper) = theirs
-                ours = results[name, "crown"]
-                diff = max(
-                    float((ours[0] - lower).abs().max()), float((ours[1] - upper).abs().max())
-                )
-                width = float((upper - lower).mean())
+            compared = _against_lirpa(net, x, threat)
+            if compared is not None:
+                ours, theirs, diff = compared
+                ratios = ", ".join(f"{a / b:.2f}" for a, b in zip(ours, theirs, strict=True))
                 print(
-                    f"{name:24} {'auto_LiRPA':11} {seconds:8.3f} {width:11.4f}  (diff {diff:.1e})"
+                    f"{name:24} CROWN vs auto_LiRPA, 3 interleaved runs: best {min(ours):.3f} s"
+                    f" vs {min(theirs):.3f} s, ratio {min(ours) / min(theirs):.2f} (per run"
+                    f" {ratios}), largest bound difference {diff:.1e}"
                 )
     if importlib.util.find_spec("auto_LiRPA") is None:
         print("auto_LiRPA is not installed: no comparison (see this file's docstring)")

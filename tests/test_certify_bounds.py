@@ -11,6 +11,7 @@ PGD on each logit reaches to within 8-27% of CROWN's bound width (IBP: 47-49%).
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -28,6 +29,7 @@ from adversa.certify import (
     verified,
 )
 from adversa.certify.graph import build_graph
+from adversa.certify.layers import conv
 from adversa.cli.main import main
 from adversa.errors import BadInput
 from adversa.nets import SmallCNN
@@ -207,6 +209,87 @@ def test_crown_is_exact_without_relus_and_zero_eps_gives_the_logits():
         assert torch.allclose(lo, net2(x2), atol=1e-5) and torch.allclose(hi, net2(x2), atol=1e-5)
 
 
+def _conv_chain(name: str) -> tuple[nn.Module, torch.Tensor]:
+    """ "chain": conv -> tanh -> conv -> LeakyReLU -> conv -> ReLU -> linear on 2x13x13 inputs
+    (strides 2, 1, 2; paddings 1, 2, 0); "stable": the same with the second convolution's
+    biases of +-3, which leave IBP-unstable only some of its first channel's neurons; "pool":
+    conv -> ReLU -> max pool 2 -> conv -> tanh -> max pool 3 (stride 2, padding 1) -> conv
+    -> ReLU -> linear on 2x12x12 inputs; "batchnorm": conv -> ReLU -> batch norm -> conv ->
+    batch norm -> ReLU -> conv -> ReLU -> linear on 2x13x13 inputs."""
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        if name == "batchnorm":
+            net = nn.Sequential(
+                nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ReLU(), nn.BatchNorm2d(4),
+                nn.Conv2d(4, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(),
+                nn.Conv2d(5, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2),
+            )  # fmt: skip
+            return _random_bn(net), torch.rand(3, 2, 13, 13)
+        if name == "pool":
+            net = nn.Sequential(
+                nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(4, 5, 3, padding=1), nn.Tanh(), nn.MaxPool2d(3, stride=2, padding=1),
+                nn.Conv2d(5, 3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2),
+            )  # fmt: skip
+            return net.eval(), torch.rand(3, 2, 12, 12)
+        net = nn.Sequential(
+            nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.Tanh(),
+            nn.Conv2d(4, 5, 3, padding=2), nn.LeakyReLU(0.1),
+            nn.Conv2d(5, 3, 2, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(48, 4),
+        )  # fmt: skip
+        x = torch.rand(3, 2, 13, 13)
+    if name == "stable":
+        with torch.no_grad():
+            net[2].bias[1:] = torch.tensor([3.0, -3.0, 3.0, -3.0])
+    return net.eval(), x
+
+
+@pytest.mark.parametrize("norm", THREATS)
+@pytest.mark.parametrize("name", ["chain", "stable", "pool", "batchnorm"])
+def test_crown_patches_equal_the_dense_backward_pass(norm, name, monkeypatch):
+    """CROWN's rows on a convolution kept as patches of their receptive fields (every row,
+    or the unstable ones' gathered patches) give the dense backward pass's bounds, through
+    tanh, LeakyReLU and ReLU relaxations, max pooling and batch norm, with the patch map as a
+    matrix or as a transposed convolution."""
+    patches = importlib.import_module("adversa.certify.patches")
+    net, x = _conv_chain(name)
+    threat = THREATS[norm].with_eps(THREATS[norm].eps * (4 if name == "chain" else 1))
+    rows, lower_bounds = [], patches.lower_bounds
+    monkeypatch.setattr(
+        patches, "lower_bounds", lambda *args: rows.append(len(args[2])) or lower_bounds(*args)
+    )
+    with torch.no_grad():
+        fast = bounds(net, x, threat, "crown")
+        assert rows  # the patch form was used
+        if name in ("chain", "stable"):  # every row, or some of channel 0's
+            assert 0 < rows[0] <= 9 * 9 if name == "stable" else rows[0] == 5 * 9 * 9
+        monkeypatch.setattr(patches, "_MATRIX_LIMIT", 0)  # transposed convolutions
+        convolved = bounds(net, x, threat, "crown")
+        monkeypatch.setattr(patches, "chain", lambda graph, k: None)  # dense rows
+        dense = bounds(net, x, threat, "crown")
+    for ours in (fast, convolved):
+        for a, b in zip(ours, dense, strict=True):
+            assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
+
+
+@pytest.mark.parametrize(
+    "c_in, c_out, kernel, stride, padding, side",
+    [(1, 16, 4, 2, 1, 28), (1, 9, 3, 2, 1, 9), (2, 18, 3, 1, 0, 7), (16, 32, 4, 2, 1, 14)],
+)
+def test_a_convolution_transposes_to_its_adjoint(c_in, c_out, kernel, stride, padding, side):
+    """<conv(x), a> = <x, conv^T(a)>, by columns and fold (few input channels) or by a
+    transposed convolution, odd sizes (output padding) included."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(c_out, c_in, kernel, kernel, generator=gen)
+    op = conv(w, None, (c_in, side, side), stride=(stride,) * 2, padding=(padding,) * 2,
+              dilation=(1, 1), groups=1)  # fmt: skip
+    x = torch.randn(5, c_in, side, side, generator=gen)
+    y = op.forward(x)
+    a = torch.randn(y.shape, generator=gen)
+    assert op.transpose(a.unsqueeze(1)).shape == (5, 1, c_in, side, side)
+    assert torch.allclose((y * a).sum(), (x * op.fn_t(a)).sum(), rtol=1e-4)
+
+
 def test_l2_ibp_uses_row_norms_and_the_box():
     torch.manual_seed(0)
     layer = nn.Linear(64, 8)
@@ -224,8 +307,8 @@ def test_l2_ibp_uses_row_norms_and_the_box():
 def test_bad_inputs_raise():
     x = torch.rand(2, 64)
     threat = THREATS["linf"]
-    with pytest.raises(BadInput, match="unsupported layer GELU at '1'"):
-        bounds(nn.Sequential(nn.Linear(64, 4), nn.GELU()), x, threat)
+    with pytest.raises(BadInput, match="unsupported layer Softmax at '1'"):
+        bounds(nn.Sequential(nn.Linear(64, 4), nn.Softmax(1)), x, threat)
 
     class Custom(nn.Sequential):  # a traced forward: the bounds of twice the stack
         def forward(self, x):

@@ -19,7 +19,9 @@ The input set is the Linf or L2 ball of radius eps around each x intersected wit
   through the box; L2: ||a||_2, and the box bound where tighter). The pre-activation bounds
   of every ReLU are themselves computed by CROWN. Cost: for each ReLU layer of width m, a
   backward pass of 2m rows through the layers before it (quadratic in depth), chunked to
-  bound memory; the final pass has one row per class.
+  bound memory; the final pass has one row per class. Rows on a convolution reached from
+  the input through convolutions and activations only are kept as patches of their
+  receptive fields (`adversa.certify.patches`), not as dense tensors the size of each layer.
 - "alpha-crown": CROWN with the lower slopes of the final pass's ReLU relaxations optimised
   per neuron and per output by projected gradient ascent (Xu et al. 2021, arXiv:2011.13824;
   `adversa.certify.alpha`); tighter than or equal to CROWN. Cost: CROWN plus 20 passes.
@@ -47,10 +49,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from adversa.certify import patches
 from adversa.certify.alpha import optimise_slopes
 from adversa.certify.graph import build_graph
-from adversa.certify.ops import ELEMENTWISE, Add, Affine, Cat, Graph, MaxPool, Relu, SShape
-from adversa.certify.relax import maxpool_backward, relax
+from adversa.certify.ops import CURVED, ELEMENTWISE, Add, Affine, Cat, Graph, MaxPool, Relu
+from adversa.certify.relax import interval, maxpool_backward, relax
 from adversa.checks import as_tensor, check_batch
 from adversa.errors import BadInput
 from adversa.model import Model
@@ -77,12 +80,12 @@ class _Propagation:
 
     def _bounded(self) -> set[int]:
         """Nodes whose bound values (not only their signs) a relaxation may read: the inputs
-        of max pooling and S-shaped ops and, through `crown_bounds`' elementwise rules, what
-        those are computed from."""
+        of max pooling, S-shaped ops and GELU and, through `crown_bounds`' elementwise rules,
+        what those are computed from."""
         nodes, out = self.graph.nodes, set()
         for k in range(len(nodes) - 1, 0, -1):
             op = nodes[k].op
-            if isinstance(op, SShape | MaxPool):
+            if isinstance(op, (*CURVED, MaxPool)):
                 out.update(nodes[k].inputs)
             elementwise = isinstance(op, (*ELEMENTWISE, MaxPool, Cat))
             if k in out and (elementwise or (isinstance(op, Affine) and not op.mixing)):
@@ -97,8 +100,8 @@ class _Propagation:
         for k, node in enumerate(nodes[1:], 1):
             ins = [out[i] for i in node.inputs]
             op = node.op
-            if isinstance(op, (*ELEMENTWISE, MaxPool)):  # monotone: exact
-                out.append((op.forward(ins[0][0]), op.forward(ins[0][1])))
+            if isinstance(op, (*ELEMENTWISE, MaxPool)):  # exact
+                out.append(interval(op, *ins[0]))
             elif isinstance(op, Add):
                 out.append(_add_interval(op.alpha, *ins))
             elif isinstance(op, Cat):
@@ -144,12 +147,14 @@ class _Propagation:
             node, op = nodes[k], nodes[k].op
             if isinstance(op, ELEMENTWISE):
                 lo_slope, lo_bias, up_slope, up_bias = relax(op, *pre[node.inputs[0]])
-                pos, neg = a.clamp_min(0), a.clamp_max(0)
-                total = total + (neg * up_bias.unsqueeze(1)).flatten(2).sum(2)
-                if lo_bias is not None:
-                    total = total + (pos * lo_bias.unsqueeze(1)).flatten(2).sum(2)
                 lo_rows = lo_slope.unsqueeze(1) if slopes is None or k not in slopes else slopes[k]
-                _push(pending, node.inputs[0], pos * lo_rows + neg * up_slope.unsqueeze(1))
+                neg = a.clamp_max(0)
+                pos = a - neg
+                total = total + _rows_dot(neg, up_bias)
+                if lo_bias is not None:
+                    total = total + _rows_dot(pos, lo_bias)
+                rows = torch.addcmul(neg * up_slope.unsqueeze(1), pos, lo_rows)
+                _push(pending, node.inputs[0], rows)
             elif isinstance(op, MaxPool):
                 a_in, bias = maxpool_backward(op, a, *pre[node.inputs[0]])
                 total = total + bias
@@ -178,9 +183,8 @@ class _Propagation:
             result = self.ibp[k]
         elif isinstance(node.op, Affine) and not node.op.mixing:
             result = _affine_interval(node.op, *self.crown_bounds(node.inputs[0], known))
-        elif isinstance(node.op, (*ELEMENTWISE, MaxPool)):  # monotone
-            lower, upper = self.crown_bounds(node.inputs[0], known)
-            result = (node.op.forward(lower), node.op.forward(upper))
+        elif isinstance(node.op, (*ELEMENTWISE, MaxPool)):
+            result = interval(node.op, *self.crown_bounds(node.inputs[0], known))
         elif isinstance(node.op, Cat):
             parts = [self.crown_bounds(i, known) for i in node.inputs]
             result = (
@@ -206,23 +210,36 @@ class _Propagation:
         if k not in self.bounded and readers and all(isinstance(op, Relu) for op in readers):
             todo = torch.nonzero(((lower < 0) & (upper > 0)).any(0)).squeeze(1)
             lower, upper = lower.clone(), upper.clone()
-        width = max(math.prod(n.shape) for n in self.graph.nodes[: k + 1])
+        convs = patches.chain(self.graph, k)
+        rows_of = todo
+        if convs is None:
+            width = max(math.prod(n.shape) for n in self.graph.nodes[: k + 1])
+        else:  # whole channels share their patches' relaxations: all rows beat most rows
+            width = patches.row_size(self.graph, convs)
+            rows_of = todo if 2 * len(todo) < m else torch.arange(m, device=self.x.device)
         rows = max(1, _BUDGET // (2 * b * width))
+        if len(rows_of) == m and convs is not None:
+            rows = max(m // shape[0], rows // (m // shape[0]) * (m // shape[0]))
         lowers, uppers = [], []
-        for first in range(0, len(todo), rows):
-            idx = todo[first : first + rows]
-            eye = torch.zeros(len(idx), m, dtype=self.x.dtype, device=self.x.device)
-            eye[torch.arange(len(idx)), idx] = 1
-            # No batch dimension until the first ReLU: the affine layers above it transpose
-            # the rows once for the whole batch.
-            spec = torch.cat([eye, -eye]).view(1, 2 * len(idx), *shape)
-            out = self.backward(k, spec, known).expand(b, -1)
+        for first in range(0, len(rows_of), rows):
+            idx = rows_of[first : first + rows]
+            if convs is not None:  # rows kept as patches of their receptive fields
+                out = patches.lower_bounds(self, convs, idx, known).expand(b, -1)
+            else:
+                eye = torch.zeros(len(idx), m, dtype=self.x.dtype, device=self.x.device)
+                eye[torch.arange(len(idx)), idx] = 1
+                # No batch dimension until the first ReLU: the affine layers above it
+                # transpose the rows once for the whole batch.
+                spec = torch.cat([eye, -eye]).view(1, 2 * len(idx), *shape)
+                out = self.backward(k, spec, known).expand(b, -1)
             lowers.append(out[:, : len(idx)])
             uppers.append(-out[:, len(idx) :])
         if len(todo) == m:
             return torch.cat(lowers, 1).view(b, *shape), torch.cat(uppers, 1).view(b, *shape)
         if lowers:
-            lower[:, todo], upper[:, todo] = torch.cat(lowers, 1), torch.cat(uppers, 1)
+            picked = todo if len(rows_of) == m else slice(None)
+            lower[:, todo] = torch.cat(lowers, 1)[:, picked]
+            upper[:, todo] = torch.cat(uppers, 1)[:, picked]
         return lower.view(b, *shape), upper.view(b, *shape)
 
     def pre_activation(self, method: str) -> dict[int, Interval]:
@@ -251,6 +268,11 @@ class _Propagation:
             total = total if bias is None else total + bias
             a, k = op.transpose(a), self.graph.nodes[k].inputs[0]
         return total + (self.concretize(a) if k == 0 else _interval_min(a, *self.ibp[k]))
+
+
+def _rows_dot(a: Tensor, v: Tensor) -> Tensor:
+    """sum over features of a (B or 1, S, *shape) times v (B, *shape): (B, S), one product."""
+    return (a.flatten(2) @ v.flatten(1).unsqueeze(2)).squeeze(2)
 
 
 def _push(pending: dict[int, Tensor], k: int, a: Tensor) -> None:

@@ -5,17 +5,19 @@ copies), so bounds are differentiable with respect to the weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adversa.certify.ops import Affine, Kind, MaxPool, Op, Relu, SShape
+from adversa.certify.ops import Affine, Conv2d, Gelu, Kind, MaxPool, Op, Relu, SShape
 from adversa.errors import BadInput
 
 SUPPORTED = (
-    "Linear, Conv1d/2d, ReLU, LeakyReLU (slope in [0, 1]), Sigmoid, Tanh, MaxPool2d, AvgPool2d, "
+    "Linear, Conv1d/2d, ConvTranspose2d, ReLU, LeakyReLU (slope in [0, 1]), Sigmoid, Tanh, GELU, "
+    "MaxPool2d, AvgPool2d, "
     "AdaptiveAvgPool2d (to a divisor of the size), BatchNorm1d/2d (eval), Flatten, Unflatten, "
     "Identity, Dropout; in a traced forward also their functional forms, +, -, scaling by "
     "constants, view/reshape/flatten/permute/transpose, torch.cat and mean/sum over non-batch "
@@ -54,7 +56,17 @@ def conv(w: Tensor, bias: Tensor | None, in_shape: tuple[int, ...], **geo: objec
     ]
     output_padding = tuple(in_shape[i + 1] - full[i] for i in range(dims))
 
+    plain = dims == 2 and geo.get("groups", 1) == 1 and tuple(dilation) == (1, 1)
+    # With few input channels (the first layer), CPU transposed convolutions are slow: one
+    # matrix product to the columns, then summing the overlapping windows (fold), is faster.
+    columns = plain and math.prod(w.shape[1:]) <= w.shape[0]
+
     def fn_t(a: Tensor) -> Tensor:
+        if columns:
+            cols = w.flatten(1).t() @ a.flatten(2)  # (N, C_in * K_h * K_w, positions)
+            return F.fold(cols, in_shape[1:], w.shape[2:], padding=padding, stride=stride)
+        if dims == 2:
+            a = a.contiguous(memory_format=torch.channels_last)
         return back(a, w, None, output_padding=output_padding, **geo)
 
     bias = None if bias is None else bias.view(-1, *([1] * dims))
@@ -64,6 +76,35 @@ def conv(w: Tensor, bias: Tensor | None, in_shape: tuple[int, ...], **geo: objec
         lambda x, k: fwd(x, _weights(w, k), None, **geo),
         fn_t,
         bias,
+        mixing=True,
+        conv2d=Conv2d(w, tuple(stride), tuple(padding)) if plain else None,  # type: ignore[arg-type]
+    )
+
+
+TRANSPOSED = ("stride", "padding", "output_padding", "groups", "dilation")  # F.conv_transpose2d
+
+
+def conv_transpose(
+    w: Tensor, bias: Tensor | None, in_shape: tuple[int, ...], where: str, **geo: object
+) -> Affine:
+    """A 2-d transposed convolution (zero padding; `geo` holds any of stride, padding,
+    output_padding, groups and dilation). Its adjoint is the 2-d convolution with the same
+    weight and geometry but output_padding, which only adds rows and columns that the
+    convolution does not read."""
+    if len(in_shape) != 3 or w.dim() != 4 or in_shape[0] != w.shape[0]:
+        raise BadInput(
+            f"bounds: transposed convolution {where} with weight {tuple(w.shape)} on inputs of "
+            f"shape {in_shape}: only 2-d ones are supported"
+        )
+    geo = {k: int(v) if k == "groups" else tuple_of(v) for k, v in geo.items()}  # type: ignore[arg-type]
+    adjoint = {k: v for k, v in geo.items() if k != "output_padding"}
+    out = F.conv_transpose2d(torch.zeros(1, *in_shape, dtype=w.dtype, device=w.device), w, **geo)
+    return Affine(
+        in_shape,
+        tuple(out.shape[1:]),
+        lambda x, k: F.conv_transpose2d(x, _weights(w, k), None, **geo),
+        lambda a: F.conv2d(a, w, None, **adjoint),
+        None if bias is None else bias.view(-1, 1, 1),
         mixing=True,
     )
 
@@ -97,6 +138,16 @@ def _convnd(m: nn.Conv1d | nn.Conv2d, in_shape: tuple[int, ...], where: str) -> 
         raise BadInput(f"bounds: {type(m).__name__} {where} uses padding_mode={m.padding_mode!r}")
     geo = conv_geometry(m.kernel_size, m.stride, m.padding, m.dilation, where)
     return conv(m.weight, m.bias, in_shape, groups=m.groups, **geo)
+
+
+def _conv_transpose(m: nn.ConvTranspose2d, in_shape: tuple[int, ...], where: str) -> Affine:
+    if m.padding_mode != "zeros":
+        raise BadInput(f"bounds: ConvTranspose2d {where} uses padding_mode={m.padding_mode!r}")
+    geo = {
+        "stride": m.stride, "padding": m.padding, "output_padding": m.output_padding,
+        "groups": m.groups, "dilation": m.dilation,
+    }  # fmt: skip
+    return conv_transpose(m.weight, m.bias, in_shape, where, **geo)
 
 
 def avgpool(
@@ -183,7 +234,8 @@ def batchnorm(
     if bias is not None:
         shift = shift + bias
     view = (-1,) + (1,) * (len(in_shape) - 1)
-    return scale_shift(in_shape, scale.view(view), shift.view(view))
+    op = scale_shift(in_shape, scale.view(view), shift.view(view))
+    return dataclasses.replace(op, channel=(scale, shift)) if len(in_shape) == 3 else op
 
 
 def _batchnorm(m: nn.modules.batchnorm._BatchNorm, in_shape: tuple[int, ...], where: str) -> Affine:
@@ -262,10 +314,14 @@ def leaf(m: nn.Module, in_shape: tuple[int, ...], where: str, ref: Tensor) -> Op
         return leaky(m.negative_slope, where)
     if isinstance(m, nn.Sigmoid | nn.Tanh):
         return SShape(type(m).__name__.lower())
+    if isinstance(m, nn.GELU):
+        return Gelu(m.approximate)
     if isinstance(m, nn.Linear):
         return dense(m.weight, m.bias, in_shape, where)
     if isinstance(m, nn.Conv1d | nn.Conv2d):
         return _convnd(m, in_shape, where)
+    if isinstance(m, nn.ConvTranspose2d):
+        return _conv_transpose(m, in_shape, where)
     if isinstance(m, nn.AvgPool2d):
         return _avgpool(m, in_shape, where, ref)
     if isinstance(m, nn.AdaptiveAvgPool2d):

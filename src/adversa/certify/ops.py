@@ -4,6 +4,7 @@
   mean, scaling by constants, reshapes and permutations).
 - `Relu`: ReLU, or LeakyReLU with a negative slope in [0, 1] (both convex and monotone).
 - `SShape`: sigmoid or tanh (monotone, convex below 0 and concave above).
+- `Gelu`: GELU, exact or tanh-approximated (not monotone: one minimum).
 - `MaxPool`: 2-d max pooling.
 - `Add`: a + alpha * b (residual connections, sums and differences of two branches).
 - `Cat`: concatenation along a non-batch dimension.
@@ -14,6 +15,7 @@ Shapes are per sample (no batch dimension); every op works on batches.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import torch
@@ -21,6 +23,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Kind = str  # "w" (the op's weights), "abs" (their absolute values) or "sq" (their squares)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Conv2d:
+    """What CROWN's patch form (`adversa.certify.patches`) needs of a 2-d convolution with
+    zero padding, no dilation and one group: weight (C_out, C_in, K_h, K_w) and geometry."""
+
+    weight: Tensor
+    stride: tuple[int, int]
+    padding: tuple[int, int]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -36,6 +48,8 @@ class Affine:
     fn_t: Callable[[Tensor], Tensor]
     bias: Tensor | None  # broadcastable to out_shape
     mixing: bool
+    conv2d: Conv2d | None = None  # set for plain 2-d convolutions
+    channel: tuple[Tensor, Tensor] | None = None  # (scale, shift) (C,) of a 2-d batch norm
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.fn(x, "w")
@@ -82,6 +96,43 @@ class SShape:
         return s * (1 - s) if self.name == "sigmoid" else 1 - s * s
 
 
+# GELU's minimum: (place, value rounded down) for each form
+GELU_MIN = {"none": (-0.75179, -0.169972), "tanh": (-0.75246, -0.170041)}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Gelu:
+    """GELU, x Phi(x) (Hendrycks & Gimpel 2016, arXiv:1606.08415), exact ("none") or with
+    torch's tanh approximation ("tanh"). Not monotone: it falls to its minimum (value and
+    place in `GELU_MIN`) and rises after it; |GELU''| <= `CURVATURE` everywhere (the largest is
+    2 phi(0) = 0.798, at 0, for both forms)."""
+
+    approximate: str = "none"
+    CURVATURE = 0.8
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(x, approximate=self.approximate)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        if self.approximate == "tanh":
+            c = math.sqrt(2 / math.pi)
+            t = torch.tanh(c * (x + 0.044715 * x**3))
+            return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
+        return 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x * x / 2) / math.sqrt(
+            2 * math.pi
+        )
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        """Bounds of GELU on [lower, upper]: its minimum there (the global one when the
+        interval holds its place) and the larger endpoint value (it falls, then rises)."""
+        f_l, f_u = self.forward(lower), self.forward(upper)
+        x_min, value = GELU_MIN[self.approximate]
+        low = torch.minimum(f_l, f_u)
+        near = (lower <= x_min + 1e-3) & (upper >= x_min - 1e-3)  # the global value: sound
+        low = torch.where(near, torch.full_like(low, value), low)
+        return low, torch.maximum(f_l, f_u)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class MaxPool:
     """2-d max pooling with zero-free (-inf) padding and ceil_mode=False."""
@@ -125,8 +176,9 @@ class Cat:
         return torch.cat(xs, self.dim + 1)
 
 
-Op = Affine | Relu | SShape | MaxPool | Add | Cat
-ELEMENTWISE = (Relu, SShape)  # monotone non-decreasing, elementwise
+Op = Affine | Relu | SShape | Gelu | MaxPool | Add | Cat
+ELEMENTWISE = (Relu, SShape, Gelu)  # elementwise, with linear relaxations in `relax.py`
+CURVED = (SShape, Gelu)  # their relaxations read the bound values, not only the signs
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -1,8 +1,16 @@
 """Model extraction (stealing a model through its predictions) and the API-side defenses
-against it: `EXTRACTIONS` maps method names (copycat, knockoff, jbda, equivalent) to configs;
-each runs in `run_extraction` on the target's query-only view. See docs/extraction.md."""
+against it (prediction poisoning included): `EXTRACTIONS` maps method names (copycat,
+knockoff, knockoff-adaptive, jbda, equivalent) to configs; each runs in `run_extraction` on
+the target's query-only view. `blackbox.blackbox_comparison` runs a score-based attack with
+an extraction's query budget. See docs/extraction.md."""
 
-from adversa.extraction import copycat, equivalent, jbda, knockoff  # noqa: F401  (registers)
+from adversa.extraction import (  # noqa: F401  (registers)
+    copycat,
+    equivalent,
+    jbda,
+    knockoff,
+    knockoff_adaptive,
+)
 from adversa.extraction.base import (
     EXTRACTIONS,
     ExtractionBase,
@@ -12,7 +20,7 @@ from adversa.extraction.base import (
     run_extraction,
 )
 from adversa.extraction.defenses import APIDefense, honest_cost, parse_defense, serve
-from adversa.extraction.pools import POOLS, load_pool
+from adversa.extraction.pools import POOLS, load_pool, load_pool_groups
 
 __all__ = [
     "EXTRACTIONS",
@@ -24,6 +32,7 @@ __all__ = [
     "fidelity",
     "honest_cost",
     "load_pool",
+    "load_pool_groups",
     "parse_defense",
     "run_extraction",
     "serve",

@@ -67,6 +67,7 @@ class ExtractionBase:
     """The fields every method shares; a method adds its own and implements `_extract`."""
 
     name: ClassVar[str] = "extraction"
+    grouped: ClassVar[bool] = False  # whether `_extract` takes the pool's groups
 
     queries: int = 1000  # query budget: inputs sent to the target, each counted
     seed: int = 0  # seeds the copy's initialisation, its batches and the method's sampling
@@ -85,8 +86,10 @@ class ExtractionBase:
         require(self.min_steps >= 0, f"min_steps must be >= 0, got {self.min_steps}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
 
-    def __call__(self, model: Model | nn.Module, pool: Tensor) -> ExtractionResult:
-        return run_extraction(self, model, pool)
+    def __call__(
+        self, model: Model | nn.Module, pool: Tensor, groups: Tensor | None = None
+    ) -> ExtractionResult:
+        return run_extraction(self, model, pool, groups)
 
     def _extract(self, api: Model, pool: Tensor, gen: torch.Generator) -> tuple[nn.Module, dict]:
         raise NotImplementedError
@@ -160,11 +163,12 @@ def accuracy(net: nn.Module | Model, x: Tensor, y: Tensor) -> float:
 
 
 def run_extraction(
-    method: ExtractionBase, model: Model | nn.Module, pool: Tensor
+    method: ExtractionBase, model: Model | nn.Module, pool: Tensor, groups: Tensor | None = None
 ) -> ExtractionResult:
-    """The harness every method runs in: check the pool, give the method the target's
-    scores-only view (kept when `model` already is a query view, e.g. a defended API), count
-    its passes, refuse a method that overspends, stamp cost and seconds."""
+    """The harness every method runs in: check the pool (and its `groups` (N,), integer
+    group ids that grouped methods sample among; others ignore them), give the method the
+    target's scores-only view (kept when `model` already is a query view, e.g. a defended
+    API), count its passes, refuse a method that overspends, stamp cost and seconds."""
     model = as_model(model)
     if not isinstance(pool, Tensor) or not pool.is_floating_point() or pool.dim() < 2:
         raise BadInput(f"pool must be a float tensor (N, ...), got {describe(pool)}")
@@ -176,6 +180,16 @@ def run_extraction(
         raise BadInput(
             f"pool values lie in [{float(pmin):.3g}, {float(pmax):.3g}], outside the model's "
             f"bounds [{lo:g}, {hi:g}]"
+        )
+    if groups is not None and (
+        not isinstance(groups, Tensor)
+        or groups.shape != pool.shape[:1]
+        or groups.is_floating_point()
+        or bool((groups < 0).any())
+    ):
+        raise BadInput(
+            f"groups must be non-negative integers (N,) with N = {pool.shape[0]} pool inputs, "
+            f"got {describe(groups)}"
         )
     api = model.view(Access.SCORES) if model.access >= Access.SCORES else model
     pool = pool.to(model.device)
@@ -191,7 +205,8 @@ def run_extraction(
         ) from None
     start = time.perf_counter()
     with api.counting() as spent:
-        copy, details = method._extract(api, pool, gen)
+        extra = {"groups": None if groups is None else groups.to(pool.device)}
+        copy, details = method._extract(api, pool, gen, **(extra if method.grouped else {}))
     cost = spent.freeze(time.perf_counter() - start)
     if cost.backward:  # impossible through a query view; kept as the contract's check
         raise RuntimeError(f"extraction {method.name!r} ran {cost.backward} backward passes")

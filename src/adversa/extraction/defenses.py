@@ -26,22 +26,28 @@ import torch
 from torch import Tensor, nn
 
 from adversa.errors import BadInput
+from adversa.extraction.poison import poison
 from adversa.model import Access, Model, as_model
 
-SPECS = "none, top1, round:D, reverse-sigmoid[:beta=B,gamma=G]"
+SPECS = "none, top1, round:D, reverse-sigmoid[:beta=B,gamma=G], poison:eps=E[,argmax=1]"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class APIDefense:
-    """One output transform: `kind` in none, top1, round, reverse-sigmoid and its numbers."""
+    """One output transform: `kind` in none, top1, round, reverse-sigmoid, poison and its
+    numbers."""
 
     kind: str = "none"
     decimals: int = 2  # round
     beta: float = 0.7  # reverse-sigmoid: perturbation size
     gamma: float = 0.4  # reverse-sigmoid: sigmoid slope
+    eps: float = 0.5  # poison: L1 budget of the change of each returned vector
+    argmax: bool = False  # poison: keep the top label (MAD-argmax)
+    arch: str | None = None  # poison: surrogate architecture (None: small-cnn or mlp)
+    seed: int = 0  # poison: seeds the surrogate's random initialisation
 
     def __post_init__(self) -> None:
-        if self.kind not in ("none", "top1", "round", "reverse-sigmoid"):
+        if self.kind not in ("none", "top1", "round", "reverse-sigmoid", "poison"):
             raise BadInput(f"--defense {self.kind!r}: expected one of {SPECS}")
         if self.kind == "round" and not 0 <= self.decimals <= 8:
             raise BadInput(f"--defense round:{self.decimals}: decimals must be in 0..8")
@@ -50,6 +56,8 @@ class APIDefense:
                 f"--defense reverse-sigmoid: beta and gamma must be > 0, got beta={self.beta}, "
                 f"gamma={self.gamma}"
             )
+        if self.kind == "poison" and not 0 < self.eps <= 2:
+            raise BadInput(f"--defense poison:eps={self.eps:g}: eps must be in (0, 2]")
 
     @property
     def label(self) -> str:
@@ -57,10 +65,22 @@ class APIDefense:
             return f"round:{self.decimals}"
         if self.kind == "reverse-sigmoid":
             return f"reverse-sigmoid:beta={self.beta:g},gamma={self.gamma:g}"
+        if self.kind == "poison":
+            return f"poison:eps={self.eps:g}" + (",argmax=1" if self.argmax else "")
         return self.kind
 
-    def __call__(self, probs: Tensor) -> Tensor:
-        """The returned scores (B, C) for true probabilities `probs` (B, C)."""
+    @property
+    def needs_inputs(self) -> bool:
+        """Whether the transform reads the queried inputs (poison's surrogate gradients)."""
+        return self.kind == "poison"
+
+    def __call__(self, probs: Tensor, x: Tensor | None = None) -> Tensor:
+        """The returned scores (B, C) for true probabilities `probs` (B, C) of inputs `x`
+        (needed by poison only)."""
+        if self.kind == "poison":
+            if x is None:
+                raise BadInput("--defense poison needs the queried inputs")
+            return poison(probs, x, self.eps, self.argmax, self.arch, self.seed)
         transform: dict[str, Callable[[Tensor], Tensor]] = {
             "none": lambda p: p,
             "top1": lambda p: nn.functional.one_hot(p.argmax(1), p.shape[1]).to(p.dtype),
@@ -96,9 +116,28 @@ def parse_defense(text: str | None) -> APIDefense:
             except ValueError:
                 raise BadInput(f"--defense {text!r}: {key.strip()} must be a number") from None
         return APIDefense(kind="reverse-sigmoid", **values)
+    if kind == "poison":
+        return _parse_poison(text, rest)
     if rest or kind not in ("none", "top1"):
         raise BadInput(f"--defense {text!r}: expected one of {SPECS}")
     return APIDefense(kind=kind)
+
+
+def _parse_poison(text: str | None, rest: str) -> APIDefense:
+    values: dict[str, float] = {}
+    for part in filter(None, rest.split(",")):
+        key, _, value = (s.strip() for s in part.partition("="))
+        if key not in ("eps", "argmax"):
+            raise BadInput(f"--defense {text!r}: poison takes eps=E[,argmax=0|1]")
+        try:
+            values[key] = float(value)
+        except ValueError:
+            raise BadInput(f"--defense {text!r}: {key} must be a number") from None
+    if "eps" not in values:
+        raise BadInput(f"--defense {text!r}: expected poison:eps=E with 0 < E <= 2")
+    if values.get("argmax", 0) not in (0, 1):
+        raise BadInput(f"--defense {text!r}: argmax must be 0 or 1")
+    return APIDefense(kind="poison", eps=values["eps"], argmax=bool(values.get("argmax", 0)))
 
 
 def serve(model: Model | nn.Module, defense: APIDefense) -> Model:
@@ -107,7 +146,7 @@ def serve(model: Model | nn.Module, defense: APIDefense) -> Model:
     model = as_model(model)
 
     def returned(x: Tensor) -> Tensor:
-        return defense(nn.functional.softmax(model(x).float(), 1))
+        return defense(nn.functional.softmax(model(x).float(), 1), x)
 
     return model.derive(
         forward=returned, access=Access.SCORES, name=f"{model.name} ({defense.label})"
@@ -120,6 +159,7 @@ def honest_cost(model: Model | nn.Module, defense: APIDefense, x: Tensor, y: Ten
     returns (argmax of its scores) beside the undefended accuracy, and the mean and largest
     total-variation distance between returned and true probabilities."""
     model = as_model(model)
+    x = x.to(model.device)
     with model.eval_mode():
         probs = torch.cat(
             [
@@ -127,7 +167,9 @@ def honest_cost(model: Model | nn.Module, defense: APIDefense, x: Tensor, y: Ten
                 for i in range(0, len(x), 1024)
             ]
         )
-    returned = defense(probs)
+    returned = torch.cat(
+        [defense(probs[i : i + 1024], x[i : i + 1024]) for i in range(0, len(x), 1024)]
+    )
     y = y.to(probs.device)
     tv = 0.5 * (returned - probs).abs().sum(1)
     acc = float((probs.argmax(1) == y).float().mean())

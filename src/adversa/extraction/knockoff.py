@@ -4,8 +4,8 @@ Functionality of Black-Box Models", arXiv:1812.02766).
 Sample a transfer set from the pool uniformly at random, query the target for its returned
 probabilities and train the copy on them (cross-entropy against the soft labels), so that the
 copy learns the target's confidences as well as its decisions. The paper's adaptive (bandit)
-strategy needs a labelled hierarchy over the pool and is not implemented here. Cost: `queries`
-target queries, no backward pass through the target.
+strategy is `knockoff-adaptive` (`knockoff_adaptive.py`). Cost: `queries` target queries, no
+backward pass through the target.
 """
 
 from __future__ import annotations

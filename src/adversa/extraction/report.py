@@ -35,7 +35,9 @@ def write_extract_reports(directory: str | Path, report: dict[str, Any]) -> tupl
 
 def render_extract_html(data: dict[str, Any]) -> str:
     """The self-contained page: headline cards, the curve, per-method table, defense, transfer."""
-    transfer, defense = data["transfer"], data["defense"]
+    transfer = data["transfer"]
+    defenses = data.get("defenses") or [data["defense"]]
+    labels = [d["defense"] for d in defenses if d["defense"] != "none"]
     head = [
         ("fidelity (best method)", pct(data["fidelity"])),
         ("copy accuracy", pct(data["accuracy"])),
@@ -58,13 +60,21 @@ def render_extract_html(data: dict[str, Any]) -> str:
     )
     rows = "".join(
         f"<tr><td>{escape(r['name'])}</td><td>{pct(r['fidelity'])}</td><td>{pct(r['accuracy'])}"
-        f"</td><td>{r['queries']:,}</td><td>{_defended(r)}</td></tr>"
+        f"</td><td>{r['queries']:,}</td>"
+        + "".join(f"<td>{_defended(r, label)}</td>" for label in labels)
+        + "</tr>"
         for r in data["methods"]
     )
     table = (
         "<table><tr><th>method</th><th>fidelity</th><th>copy accuracy</th><th>queries</th>"
-        f"<th>fidelity with {escape(defense['defense'])}</th></tr>{rows}</table>"
+        + "".join(f"<th>fidelity with {escape(label)}</th>" for label in labels)
+        + f"</tr>{rows}</table>"
     )
+    defense_html = [
+        f"<h2>Defense: {escape(d['defense'])}, and its cost to honest users</h2>"
+        + kv_table({k: v for k, v in d.items() if k != "defense"})
+        for d in defenses
+    ]
     return "\n".join(
         [
             page_start(f"adversa extract: {data['target']}"),
@@ -79,18 +89,55 @@ def render_extract_html(data: dict[str, Any]) -> str:
             chart,
             "<h2>Methods at the full budget</h2>",
             table,
-            f"<h2>Defense: {escape(defense['defense'])}, and its cost to honest users</h2>",
-            kv_table({k: v for k, v in defense.items() if k != "defense"}),
+            *defense_html,
             "<h2>The copy as a surrogate (transfer attack)</h2>",
-            kv_table(transfer),
+            kv_table({k: v for k, v in transfer.items() if k != "blackbox"}),
+            _blackbox_html(transfer.get("blackbox"), transfer),
             config_section(data["config"], data["versions"]),
             "</main></body></html>",
         ]
     )
 
 
-def _defended(row: dict[str, Any]) -> str:
-    return pct(row["defended_fidelity"]) if "defended_fidelity" in row else "–"
+def _blackbox_html(box: dict[str, Any] | None, transfer: dict[str, Any]) -> str:
+    """The score-based attack at the extraction's budget (and the doubling ladder) beside the
+    transfer attacks: one row per attack and per-point budget."""
+    if not box:
+        return ""
+    rows = [
+        (
+            "transfer from the copy",
+            f"{box['total_budget']:,} (extraction)",
+            transfer["copy_robust_accuracy"],
+        )
+    ]
+    if "independent_robust_accuracy" in transfer:
+        rows.append(
+            (
+                "transfer from the independent surrogate",
+                "0 (labelled data)",
+                transfer["independent_robust_accuracy"],
+            )
+        )
+    for row in [box, *box.get("ladder", [])]:
+        label = f"{box['attack']}, {row['queries_per_point']:,} per point"
+        rows.append((label, f"{row['queries']:,}", row["robust_accuracy"]))
+    body = "".join(
+        f"<tr><td>{escape(a)}</td><td>{q}</td><td>{pct(r) if r is not None else '–'}</td></tr>"
+        for a, q, r in rows
+    )
+    return (
+        "<h3>Against a score-based attack at the same number of queries</h3>"
+        f'<p class="muted">{escape(box["rule"])} ({box["n"]} points). Further rows double the '
+        "per-point budget until the attack matches the transfer from the copy.</p>"
+        "<table><tr><th>attack</th><th>target queries</th><th>target robust accuracy</th></tr>"
+        f"{body}</table>"
+    )
+
+
+def _defended(row: dict[str, Any], label: str) -> str:
+    defended = (row.get("defended") or {}).get(label)
+    return pct(defended["fidelity"]) if defended else "–"
 
 
 def extract_summary(report: dict[str, Any]) -> str:
@@ -98,15 +145,14 @@ def extract_summary(report: dict[str, Any]) -> str:
     lines = [
         f"{r['name']:<10} fidelity {100 * r['fidelity']:5.1f}%  "
         f"accuracy {100 * r['accuracy']:5.1f}%  queries {r['queries']:,}"
-        + (
-            f"  with defense {100 * r['defended_fidelity']:5.1f}%"
-            if "defended_fidelity" in r
-            else ""
+        + "".join(
+            f"  with {label} {100 * d['fidelity']:5.1f}%"
+            for label, d in (r.get("defended") or {}).items()
         )
         for r in report["methods"]
     ]
-    d, t = report["defense"], report["transfer"]
-    if d["defense"] != "none":
+    t = report["transfer"]
+    for d in report.get("defenses") or []:
         lines.append(
             f"defense {d['defense']}: honest label accuracy {100 * d['label_accuracy']:.1f}% "
             f"(undefended {100 * d['label_accuracy_undefended']:.1f}%), mean probability change "
@@ -118,4 +164,22 @@ def extract_summary(report: dict[str, Any]) -> str:
     )
     if "independent_robust_accuracy" in t:
         line += f", from an independent surrogate {100 * t['independent_robust_accuracy']:.1f}%"
-    return "\n".join([*lines, line, *(f"warning: {w}" for w in report.get("warnings") or [])])
+    lines.append(line)
+    if t.get("blackbox"):
+        box = t["blackbox"]
+        ra = box["robust_accuracy"]
+        lines.append(
+            f"{box['attack']} at the same {box['total_budget']:,} queries "
+            f"({box['queries_per_point']} per point, {box['queries']:,} spent): target robust "
+            f"accuracy " + (f"{100 * ra:.1f}%" if ra is not None else "n/a (budget too small)")
+        )
+        if box.get("ladder"):
+            m = box["matched"]
+            lines.append(
+                f"{box['attack']} matches the transfer with {m['queries_per_point']} queries per "
+                f"point ({m['queries']:,} spent)"
+                if m
+                else f"{box['attack']} does not match the transfer within "
+                f"{box['ladder'][-1]['queries_per_point']} queries per point"
+            )
+    return "\n".join([*lines, *(f"warning: {w}" for w in report.get("warnings") or [])])

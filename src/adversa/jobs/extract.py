@@ -2,11 +2,14 @@
 -> the content of `report.json`.
 
 For each method: copies trained at a geometric ladder of budgets up to `queries` (the
-fidelity-versus-queries curve), each against the undefended API and, when `defense` is given,
-against the defended one; the defense's cost to honest users on the test data; and the best
-undefended copy (highest fidelity at the full budget) as the surrogate of a transfer attack
-(FGSM, or any white-box attack, on the copy; labels only from the target), beside a surrogate
-trained independently on labelled data when some is given.
+fidelity-versus-queries curve), each against the undefended API and against each defended one
+(`defense`: one spec or several); each defense's cost to honest users on the test data; and
+the best undefended copy (highest fidelity at the full budget) as the surrogate of a transfer
+attack (FGSM, or any white-box attack, on the copy; labels only from the target), beside a surrogate
+trained independently on labelled data when some is given, and beside a score-based
+black-box attack (`blackbox_attack`, square by default) on the target with the same total
+number of queries as the copy's extraction (floor(Q / n) per point; also the per-point budget
+at which it matches the transfer attack's robust accuracy: `adversa.extraction.blackbox`).
 
 Example::
 
@@ -28,6 +31,7 @@ from adversa.data.dataset import Dataset
 from adversa.errors import BadInput, ShapeError, describe, is_integer
 from adversa.extraction import (
     EXTRACTIONS,
+    APIDefense,
     ExtractionBase,
     accuracy,
     fidelity,
@@ -35,6 +39,7 @@ from adversa.extraction import (
     parse_defense,
     serve,
 )
+from adversa.extraction.blackbox import blackbox_comparison, check_blackbox_attack
 from adversa.extraction.equivalent import weight_error
 from adversa.model import Model
 from adversa.rng import make_generator
@@ -51,13 +56,14 @@ class ExtractPlan:
     methods: tuple[str, ...] = ("knockoff",)  # names in EXTRACTIONS
     queries: int = 5000  # query budget of the final copies
     curve: int = 4  # budgets on the curve: queries / 2**k for k < curve
-    defense: str = "none"  # API-side defense spec (`parse_defense`)
+    defense: str | tuple[str, ...] = "none"  # API-side defense spec(s) (`parse_defense`)
     arch: str | None = None  # the copy's architecture (None: small-cnn for images, else mlp)
     epochs: int = 10  # copy training passes (at least `min_steps` steps)
     min_steps: int = 500  # fewest optimizer steps per copy
     eps: float = 0.3  # transfer attack: linf radius
     transfer_attack: str = "fgsm"  # white-box attack run on the copy (full-eps steps transfer)
     transfer_n: int = 500  # transfer attack: test points
+    blackbox_attack: str = "square"  # score-based attack at the extraction's budget (or none)
     seed: int = 0  # seeds every method, copy and the transfer attack
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # into config
 
@@ -73,7 +79,8 @@ class ExtractPlan:
                 raise BadInput(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
         if not 0 <= self.eps <= 1:
             raise BadInput(f"--eps must be in [0, 1], got {self.eps}")
-        parse_defense(self.defense)
+        self.defenses()
+        check_blackbox_attack(self.blackbox_attack)
         get_attack(
             "transfer",
             ThreatModel(norm="linf", eps=self.eps),
@@ -94,6 +101,14 @@ class ExtractPlan:
             min_steps=self.min_steps,
         )
 
+    def defenses(self) -> list[APIDefense]:
+        """The defenses to run against, without `none` and repeats (first spec first)."""
+        specs = (self.defense,) if isinstance(self.defense, str) else tuple(self.defense)
+        if not specs or not all(isinstance(spec, str) for spec in specs):
+            raise BadInput(f"--defense: expected defense specs, got {describe(self.defense)}")
+        parsed = {d.label: d for d in map(parse_defense, specs) if d.kind != "none"}
+        return list(parsed.values())
+
     def budgets(self) -> list[int]:
         return sorted({max(1, self.queries >> k) for k in range(self.curve)})
 
@@ -104,9 +119,11 @@ class ExtractPlan:
         test: Dataset,
         surrogate_data: Dataset | None = None,
         progress: Progress | None = None,
+        groups: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        """Extract `target` with every method from `pool` (unlabelled inputs); fidelity and
-        accuracy on `test`; the content of report.json."""
+        """Extract `target` with every method from `pool` (unlabelled inputs; `groups` (N,):
+        the pool's coarse groups, for knockoff-adaptive); fidelity and accuracy on `test`; the
+        content of report.json."""
         start = time.perf_counter()
         note = progress or (lambda _: None)
         if tuple(pool.shape[1:]) != test.input_shape:
@@ -114,10 +131,9 @@ class ExtractPlan:
                 f"--data: pool inputs of shape {tuple(pool.shape[1:])} do not fit the test data's "
                 f"{test.input_shape} (the target's input)"
             )
-        defense = parse_defense(self.defense)
+        defenses = self.defenses()
         apis = {"none": serve(target, parse_defense("none"))}
-        if defense.kind != "none":
-            apis[defense.label] = serve(target, defense)
+        apis |= {d.label: serve(target, d) for d in defenses}
         rows, copies = [], {}
         for name in self.methods:
             row: dict[str, Any] = {"name": name, "curves": {}}
@@ -125,7 +141,7 @@ class ExtractPlan:
                 curve = []
                 for q in self.budgets():
                     note(f"{name} · defense {label} · {q} queries")
-                    result = self.method(name, q)(api, pool)
+                    result = self.method(name, q)(api, pool, groups)
                     curve.append(
                         {
                             "queries": result.queries,
@@ -143,10 +159,17 @@ class ExtractPlan:
                 row |= _weight_error(target, copies[name], row["curves"]["none"][-1])
             final = row["curves"]["none"][-1]
             row |= {k: final[k] for k in ("fidelity", "accuracy", "queries", "backward_calls")}
-            if defense.kind != "none":
-                defended = row["curves"][defense.label][-1]
-                row["defended_fidelity"] = defended["fidelity"]
-                row["fidelity_drop"] = final["fidelity"] - defended["fidelity"]
+            row["defended"] = {
+                d.label: {
+                    "fidelity": row["curves"][d.label][-1]["fidelity"],
+                    "fidelity_drop": final["fidelity"] - row["curves"][d.label][-1]["fidelity"],
+                }
+                for d in defenses
+            }
+            if defenses:  # the first defense, also at the top level of the row
+                first = row["defended"][defenses[0].label]
+                row["defended_fidelity"] = first["fidelity"]
+                row["fidelity_drop"] = first["fidelity_drop"]
             rows.append(row)
         best = max(rows, key=lambda r: r["fidelity"])
         warnings = []
@@ -157,6 +180,29 @@ class ExtractPlan:
             )
         note("transfer attack from the copy")
         transfer = self._transfer(target, copies[best["name"]], test, surrogate_data)
+        if self.blackbox_attack != "none":
+            note(f"{self.blackbox_attack} at {best['queries']} queries")
+            threat = ThreatModel(norm="linf", eps=self.eps, bounds=target.bounds)
+            x, y = test.x[: self.transfer_n], test.y[: self.transfer_n]
+            transfer["blackbox"] = blackbox_comparison(
+                target,
+                x,
+                y,
+                threat,
+                self.blackbox_attack,
+                best["queries"],
+                self.seed,
+                match=transfer["copy_robust_accuracy"],
+            )
+        costs = [
+            honest_cost(target, d, test.x, test.y)
+            | {
+                "fidelity_without": best["fidelity"],
+                "fidelity_with": best["defended"][d.label]["fidelity"],
+                "fidelity_drop": best["defended"][d.label]["fidelity_drop"],
+            }
+            for d in defenses
+        ]
         report = {
             "target": target.name,
             "target_accuracy": accuracy(target, test.x, test.y),
@@ -168,17 +214,14 @@ class ExtractPlan:
                 p["backward_calls"] for r in rows for c in r["curves"].values() for p in c
             ),
             "methods": rows,
-            "defense": honest_cost(target, defense, test.x, test.y),
+            "defense": costs[0]
+            if costs
+            else honest_cost(target, parse_defense("none"), test.x, test.y),
+            "defenses": costs,
             "transfer": transfer,
             "n_test": len(test),
             "warnings": warnings,
         }
-        if defense.kind != "none":
-            report["defense"] |= {
-                "fidelity_without": best["fidelity"],
-                "fidelity_with": best["defended_fidelity"],
-                "fidelity_drop": best["fidelity_drop"],
-            }
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         fields["methods"] = list(self.methods)
         config = {**{k: v for k, v in fields.items() if k != "provenance"}, **self.provenance}
