@@ -146,6 +146,23 @@ def test_pgd_cost_is_exact(steps, restarts, digits_mlp):
     assert result.cost.forward == n + steps * restarts * n_correct + final_check + n
 
 
+def test_pgd_without_clean_check_attacks_every_point(digits_mlp):
+    """clean_check=False (evaluate's cascade: the points are known to be right) skips the
+    clean pass: at eps 0 a correct point costs `steps` passes, a wrong one is attacked too
+    and leaves after its first step, each gets one verification, and the successes are still
+    the final pass's (the points the model gets wrong)."""
+    model, x, y = digits_mlp
+    n, steps = x.shape[0], 5
+    wrong = int((model.predict(x) != y).sum())
+    threat = ThreatModel(norm="linf", eps=0.0)
+    result = get_attack("pgd", threat, steps=steps, clean_check=False)(model, x, y)
+    assert result.cost.backward == steps * (n - wrong) + wrong
+    assert result.cost.forward == result.cost.backward + n
+    assert torch.equal(result.success, model.predict(x) != y)
+    fgsm = get_attack("fgsm", ThreatModel(norm="linf", eps=0.1), clean_check=False)
+    assert fgsm(model, x, y).cost.forward == 2 * n
+
+
 def test_early_stop_saves_backward_passes(digits_mlp):
     model, x, y = digits_mlp
     n_correct = int((model.predict(x) == y).sum())

@@ -1,7 +1,8 @@
 """Bounds on traced modules (`adversa.certify.trace`) and the new ops (max pooling, LeakyReLU,
-sigmoid, tanh, concatenation, mean, broadcasting, constants): equal to the bounds of the
-equivalent `nn.Sequential` where one exists, never crossed by sampled or PGD points, exact
-where they must be, and unsupported operations refused by name and place.
+sigmoid, tanh, GELU, transposed convolutions, concatenation, mean, broadcasting, constants):
+equal to the bounds of the equivalent `nn.Sequential` where one exists, never crossed by
+sampled or PGD points, exact where they must be, GELU's relaxation lines checked on dense
+grids, and unsupported operations refused by name and place.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from torch import nn
 from adversa import ThreatModel
 from adversa.certify import Residual, bounds, certify_and_attack, margin_bounds, verified
 from adversa.certify.graph import build_graph
+from adversa.certify.ops import GELU_MIN, Gelu
+from adversa.certify.relax import relax
 from adversa.errors import BadInput
 
 METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
@@ -96,6 +99,27 @@ class Everything(nn.Module):
         return self.fc(F.dropout(z.flatten(1), 0.3, self.training))
 
 
+class UpNet(nn.Module):
+    """GELU in both forms and a transposed convolution, written functionally."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, stride=2, padding=1)  # 8x8 -> 4x4
+        self.up_w = nn.Parameter(torch.randn(4, 3, 3, 3) / 3)  # (in, out, 3, 3)
+        self.up_b = nn.Parameter(torch.randn(3) / 10)
+        self.fc = nn.Linear(3 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = F.gelu(self.conv(x))
+        h = F.conv_transpose2d(h, self.up_w, self.up_b, 2, padding=1, output_padding=1)  # 8x8
+        return self.fc(F.gelu(h, approximate="tanh").flatten(1))
+
+    def as_sequential(self) -> nn.Sequential:
+        up = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1)
+        up.weight, up.bias = self.up_w, self.up_b
+        return nn.Sequential(self.conv, nn.GELU(), up, nn.GELU("tanh"), nn.Flatten(), self.fc)
+
+
 def _build(cls: type[nn.Module], seed: int) -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -157,7 +181,7 @@ def _check_sound(net: nn.Module, x: torch.Tensor, threat: ThreatModel) -> dict[s
     return widths
 
 
-PAIRS = {"functional-cnn": FunctionalCNN, "skip": SkipNet}
+PAIRS = {"functional-cnn": FunctionalCNN, "skip": SkipNet, "gelu-upsampling": UpNet}
 
 
 @pytest.mark.parametrize("norm", THREATS)
@@ -175,7 +199,7 @@ def test_traced_bounds_equal_those_of_the_sequential(name, norm):
 
 
 @pytest.mark.parametrize("norm", THREATS)
-@pytest.mark.parametrize("cls", [FunctionalCNN, SkipNet, Everything])
+@pytest.mark.parametrize("cls", [FunctionalCNN, SkipNet, Everything, UpNet])
 def test_traced_bounds_hold_under_sampling_and_pgd(cls, norm):
     widths = _check_sound(_build(cls, 1), _points(3, 1), THREATS[norm])
     assert widths["crown"] <= widths["ibp"] + 1e-6
@@ -212,6 +236,33 @@ def _random_net(seed: int) -> nn.Sequential:
     return net.eval()
 
 
+def _random_gelu_net(seed: int) -> nn.Sequential:
+    """A random stack with GELU (either form) and a transposed convolution of random
+    geometry (stride, padding, output padding, groups, dilation), weights scaled up so that
+    pre-activations cross GELU's minimum and both its curved parts."""
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randint(0, 4, (4,), generator=gen).tolist()
+    acts = [nn.GELU(), nn.GELU("tanh")]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        ups = [  # 4x4 -> 8x8, 8x8, 4x4, 8x8
+            nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1),
+            nn.ConvTranspose2d(4, 3, 2, stride=2),
+            nn.ConvTranspose2d(4, 4, 3, padding=1, groups=2),
+            nn.ConvTranspose2d(4, 3, 3, dilation=2),
+        ]
+        layers = [
+            nn.Conv2d(1, 4, 3, padding=1), acts[pick[0] % 2], nn.MaxPool2d(2), ups[pick[1]],
+            acts[pick[2] % 2], nn.Flatten(), nn.LazyLinear(12), acts[pick[3] % 2],
+            nn.Linear(12, 5),
+        ]  # fmt: skip
+        net = nn.Sequential(*layers)
+        net(torch.zeros(1, 1, 8, 8))
+        for p in net.parameters():
+            p.data.mul_(2)
+    return net.eval()
+
+
 def test_a_layer_used_twice_in_a_sequential_is_bounded_twice():
     """nn.Sequential(..., act, ..., act) with one module object: named_children() lists it
     once, and a graph built from it silently dropped the second use."""
@@ -232,6 +283,161 @@ def test_random_networks_of_every_operator_are_sound(seed):
     _check_sound(_random_net(seed), _points(2, seed), THREATS["linf"].with_eps(0.1))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_random_networks_with_gelu_and_transposed_convolutions_are_sound(seed):
+    net = _random_gelu_net(seed)
+    kinds = [type(node.op).__name__ for node in build_graph(net, _points(1)).nodes[1:]]
+    assert kinds.count("Gelu") == 3
+    widths = _check_sound(net, _points(2, seed), THREATS["linf"].with_eps(0.1))
+    assert widths["crown"] <= widths["ibp"] + 1e-6
+
+
+def _intervals(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """4,000 intervals: random centres and widths from 1e-6 to 20, intervals around GELU's
+    minimum, on either side of it, in the convex part and the concave tails, very narrow
+    (1e-6, 1e-9) and single points."""
+    gen = torch.Generator().manual_seed(seed)
+    centre = torch.randn(4000, generator=gen) * 3
+    width = 10 ** (torch.rand(4000, generator=gen) * 7.3 - 6)
+    centre[:500] = -0.752 + 0.3 * torch.randn(500, generator=gen)  # around the minimum
+    centre[500:1000] = -0.752 - width[500:1000] / 2 - torch.rand(500, generator=gen) * 4
+    centre[1000:1500] = -0.752 + width[1000:1500] / 2 + torch.rand(500, generator=gen) * 4
+    centre[1500:1700], width[1500:1700] = torch.rand(200, generator=gen) * 2 - 1, 0.4
+    centre[1700:1900] = torch.rand(200, generator=gen) * 6 + 2  # concave right tail
+    centre[1900:2100] = -torch.rand(200, generator=gen) * 6 - 2  # concave left tail
+    width[2100:2400], width[2400:2600], width[2600:2800] = 1e-6, 1e-9, 0.0
+    return centre - width / 2, centre + width / 2
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_relaxation_lines_hold_on_a_dense_grid_of_every_interval(approximate):
+    """lower line <= GELU <= upper line at 2,001 points of each interval (GELU in float64),
+    IBP's interval holds the true minimum (not GELU(l)), and the lines are tight: exact up to
+    rounding on narrow intervals, at most 0.1 (u - l)^2 apart in the convex part, and never
+    further apart at the midpoint than IBP's interval is wide."""
+    op = Gelu(approximate)
+    lower, upper = _intervals(1 if approximate == "none" else 2)
+    lo_slope, lo_bias, up_slope, up_bias = relax(op, lower, upper)
+    grid = torch.linspace(0, 1, 2001, dtype=torch.float64)
+    xs = lower.double()[:, None] + (upper - lower).double()[:, None] * grid
+    f = F.gelu(xs, approximate=approximate)
+    low = lo_slope.double()[:, None] * xs + lo_bias.double()[:, None]
+    high = up_slope.double()[:, None] * xs + up_bias.double()[:, None]
+    assert bool((low <= f).all()), float((low - f).max())
+    assert bool((f <= high).all()), float((f - high).max())
+    ibp_low, ibp_high = op.interval(lower, upper)  # float32 GELU: rounding errors of 1e-7 |f|
+    rounding = 1e-6 * (1 + f.abs().amax(1))
+    assert bool((ibp_low.double() <= f.min(1).values + rounding).all())
+    assert bool((ibp_high.double() >= f.max(1).values - rounding).all())
+    around = (lower < -0.8) & (upper > -0.7)  # the minimum inside: below GELU at both ends
+    ends = torch.minimum(op.forward(lower), op.forward(upper))
+    assert bool((ibp_low[around] < ends[around]).all())
+    assert float((ibp_low.double() - f.min(1).values).abs().max()) < 1e-5  # tight
+    gap = (high - low)[:, 1000]  # at the midpoint
+    narrow = upper - lower <= 1e-6  # only the float32 rounding allowance: 4e-6 (1 + |x|)
+    assert bool((gap[narrow] < 5e-6 * (1 + upper.abs()[narrow].double())).all())
+    allowance = 4e-6 * (1 + torch.maximum(lower.abs(), upper.abs())).double()
+    assert bool((gap <= (ibp_high - ibp_low).double() + allowance).all())
+    convex = (lower > -1.4) & (upper < 1.4)  # tangent and chord: M (u - l)^2 / 8 apart at most
+    curved = 0.8 * (upper - lower).double() ** 2 / 8 * (1 + 2 / 32**2)
+    assert int(convex.sum()) > 300 and bool((gap[convex] <= (curved + allowance)[convex]).all())
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_bounds_through_gelu_hold_its_exact_range(approximate):
+    """GELU(4 x - 3) on x in [0, 1] (pre-activations from -3 to 1, falling, around the
+    minimum and rising) at Linf 0.05: IBP's bounds are GELU's exact range on each interval
+    (the minimum inside it, not GELU(l)), and every method's bounds hold it."""
+    layer = nn.Linear(41, 41)
+    with torch.no_grad():
+        layer.weight.copy_(4 * torch.eye(41))
+        layer.bias.fill_(-3.0)
+    net = nn.Sequential(layer, nn.GELU(approximate)).eval()
+    x, eps = torch.linspace(0, 1, 41).unsqueeze(0), 0.05
+    z = 4 * (x.double() + torch.linspace(-eps, eps, 10_001, dtype=torch.float64)[:, None]) - 3
+    f = F.gelu(z.clamp(-3, 1), approximate=approximate)  # the box [0, 1] clips the ball
+    exact = f.min(0).values.float(), f.max(0).values.float()
+    for method in METHODS:
+        with torch.no_grad():
+            lower, upper = bounds(net, x, THREATS["linf"].with_eps(eps), method)
+        assert bool((lower[0] <= exact[0] + 1e-6).all() and (upper[0] >= exact[1] - 1e-6).all())
+        if method == "ibp":
+            assert torch.allclose(lower[0], exact[0], atol=1e-5)
+            assert torch.allclose(upper[0], exact[1], atol=1e-5)
+
+
+def test_gelu_constants_hold_for_both_forms():
+    """The soundness of the lines rests on |GELU''| <= CURVATURE, IBP's on GELU_MIN."""
+    x = torch.linspace(-12, 12, 480_001, dtype=torch.float64, requires_grad=True)
+    for approximate in ("none", "tanh"):
+        op = Gelu(approximate)
+        f = op.forward(x)
+        (d1,) = torch.autograd.grad(f.sum(), x, create_graph=True)
+        (d2,) = torch.autograd.grad(d1.sum(), x)
+        assert float(d2.abs().max()) <= Gelu.CURVATURE
+        assert torch.allclose(op.derivative(x.detach()), d1.detach(), atol=1e-12)
+        place, value = GELU_MIN[approximate]
+        i = int(f.argmin())
+        low, at = float(f[i].detach()), float(x[i].detach())
+        assert value <= low < value + 1e-5 and abs(at - place) < 1e-4
+
+
+def test_gelu_in_a_convolution_chain_gets_the_dense_passs_bounds(monkeypatch):
+    """CROWN's patch form of rows on convolutions (`adversa.certify.patches`) through GELU
+    relaxations gives the dense backward pass's bounds."""
+    patches = importlib.import_module("adversa.certify.patches")
+    with torch.random.fork_rng():
+        torch.manual_seed(11)
+        net = nn.Sequential(
+            nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.GELU(), nn.Conv2d(4, 5, 3, padding=1),
+            nn.GELU("tanh"), nn.Conv2d(5, 3, 2, stride=2), nn.GELU(), nn.Flatten(),
+            nn.Linear(27, 4),
+        ).eval()  # fmt: skip
+        x = torch.rand(3, 2, 13, 13)
+    rows, lower_bounds = [], patches.lower_bounds
+    monkeypatch.setattr(
+        patches, "lower_bounds", lambda *args: rows.append(len(args[2])) or lower_bounds(*args)
+    )
+    threat = THREATS["linf"].with_eps(0.1)
+    with torch.no_grad():
+        fast = bounds(net, x, threat, "crown")
+        assert rows  # the patch form was used
+        monkeypatch.setattr(patches, "chain", lambda graph, k: None)  # dense rows
+        dense = bounds(net, x, threat, "crown")
+        ibp = bounds(net, x, threat, "ibp")
+    for a, b in zip(fast, dense, strict=True):
+        assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
+    assert float((fast[1] - fast[0]).mean()) < float((ibp[1] - ibp[0]).mean())
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        {"stride": 2, "padding": 1, "output_padding": 1},
+        {"stride": 3, "padding": 2, "output_padding": 2, "dilation": 2},
+        {"stride": 1, "padding": 0, "groups": 2},
+        {"stride": (2, 1), "padding": (0, 1), "groups": 3, "dilation": (1, 3)},
+    ],
+)
+def test_a_transposed_convolution_is_affine_with_a_convolution_as_adjoint(geometry):
+    """ConvTranspose2d's op reproduces the layer, its |w| form bounds it, and
+    <convT(x), a> = <x, conv(a)> for strides, paddings, output paddings, groups, dilations."""
+    groups = geometry.get("groups", 1)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        layer = nn.ConvTranspose2d(6, 3 * groups, 3, **geometry).eval()
+    x = torch.randn(4, 6, 5, 7, generator=torch.Generator().manual_seed(1))
+    op = build_graph(nn.Sequential(layer), x).nodes[1].op
+    with torch.no_grad():
+        y = layer(x)
+        assert torch.allclose(op.forward(x), y, atol=1e-6)
+        a = torch.randn(y.shape, generator=torch.Generator().manual_seed(2))
+        lhs, rhs = ((y - op.forward(torch.zeros_like(x))) * a).sum(), (x * op.fn_t(a)).sum()
+        assert torch.allclose(lhs, rhs, rtol=1e-4), (float(lhs), float(rhs))
+        radius = op.fn(x.abs(), "abs")
+        assert bool((radius >= (y - layer.bias.view(-1, 1, 1)).abs() - 1e-5).all())
+
+
 def test_max_pooling_bounds_are_exact_at_eps_zero_and_crown_tightens_them():
     net, x = _build(FunctionalCNN, 3), _points(4, 3)
     with torch.no_grad():
@@ -248,13 +454,13 @@ def test_max_pooling_bounds_are_exact_at_eps_zero_and_crown_tightens_them():
 def test_unsupported_operations_are_refused_by_name_and_place():
     x = _points(2)
 
-    class Gelu(nn.Module):
+    class Softmax(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(1, 2, 3)
 
         def forward(self, x):
-            return F.gelu(self.conv(x)).flatten(1)
+            return torch.softmax(self.conv(x).flatten(1), 1)
 
     class Square(nn.Module):
         def forward(self, x):
@@ -275,8 +481,8 @@ def test_unsupported_operations_are_refused_by_name_and_place():
             return x.flatten(1), x.flatten(1)
 
     threat = THREATS["linf"]
-    with pytest.raises(BadInput, match=r"unsupported operation torch.*gelu at node 'gelu' \(test_"):
-        bounds(Gelu(), x, threat)
+    with pytest.raises(BadInput, match=r"unsupported operation torch.*softmax at node 'softmax'"):
+        bounds(Softmax(), x, threat)
     with pytest.raises(BadInput, match="mul of two input-dependent tensors at node 'mul'"):
         bounds(Square(), x, threat)
     with pytest.raises(BadInput, match=r"Branchy cannot be traced by torch\.fx"):
@@ -285,8 +491,8 @@ def test_unsupported_operations_are_refused_by_name_and_place():
         bounds(Aliased(), x, threat)
     with pytest.raises(BadInput, match="the output must be one tensor"):
         bounds(Pair(), x, threat)
-    with pytest.raises(BadInput, match=r"unsupported layer GELU at '1\.body\.1'"):
-        bounds(nn.Sequential(nn.Flatten(), Residual(nn.Linear(64, 64), nn.GELU())), x, threat)
+    with pytest.raises(BadInput, match=r"unsupported layer Softmax at '1\.body\.1'"):
+        bounds(nn.Sequential(nn.Flatten(), Residual(nn.Linear(64, 64), nn.Softmax(1))), x, threat)
 
 
 def test_a_trained_functional_cnn_is_certified_and_never_broken():
@@ -323,7 +529,7 @@ def test_a_trained_functional_cnn_is_certified_and_never_broken():
 def test_torch_export_and_torchscript_graphs_get_the_same_bounds():
     """A torch.export graph (ATen ops) is read as it is, a TorchScript module converted."""
     x, threat = _points(3, 6), THREATS["linf"]
-    for cls in (Everything,):  # every operator
+    for cls in (Everything, UpNet):  # every operator
         net = _build(cls, 6)
         batch = {"x": {0: torch.export.Dim("batch")}}
         exported = torch.export.export(net, (x,), dynamic_shapes=batch).module()

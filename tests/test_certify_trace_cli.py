@@ -33,7 +33,10 @@ class DigitsCNN(nn.Module):
         x = x.view(-1, 1, 8, 8)
         x = F.max_pool2d(F.relu(self.conv(x)), 2)
         x = self.fc1(x.flatten(1))
-        x = F.gelu(x) if self.act == "gelu" else torch.relu(x)
+        if self.act == "softmax":  # unsupported
+            x = torch.softmax(x, 1)
+        else:
+            x = F.gelu(x, approximate="tanh") if self.act == "gelu" else torch.relu(x)
         return self.fc2(x)
 
 
@@ -43,6 +46,10 @@ def make():
 
 def make_gelu():
     return DigitsCNN("gelu")
+
+
+def make_softmax():
+    return DigitsCNN("softmax")
 """
 
 
@@ -115,12 +122,34 @@ def test_cli_evaluate_certify_on_a_functional_cnn(files, tmp_path, capsys):
     assert not any(w.startswith("BUG") for w in report["warnings"])
 
 
+def test_cli_certifies_a_network_with_gelu(files, tmp_path, capsys):
+    """The same weights with GELU (tanh form) in place of the hidden ReLU: certified by CROWN
+    and alpha-CROWN, no certified point broken by the attack check."""
+    argv = [
+        "certify", *_model(files, "make_gelu"), "--data", str(files / "digits.npz"),
+        "--method", "crown", "--eps", "0.005,0.02", "--attack-check", "--out", str(tmp_path),
+    ]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    data = json.loads((tmp_path / "certify.json").read_text())
+    assert data["consistent"] is True and data["n"] == 60
+    for entry in data["results"]:
+        assert entry["violations"] == []
+        assert entry["verified_accuracy"] <= entry["empirical_robust_accuracy"]
+    assert data["results"][0]["verified_accuracy"] > 0.5
+    argv[argv.index("crown")], argv[-1] = "alpha-crown", str(tmp_path / "alpha")
+    assert main(argv) == 0, capsys.readouterr().err
+    alpha = json.loads((tmp_path / "alpha" / "certify.json").read_text())
+    for entry, crown in zip(alpha["results"], data["results"], strict=True):
+        assert entry["violations"] == []
+        assert entry["verified_accuracy"] >= crown["verified_accuracy"]
+
+
 def test_cli_refuses_unsupported_operations_with_exit_2(files, tmp_path, capsys):
     base = ["--data", str(files / "digits.npz"), "--method", "crown", "--eps", "0.01"]
-    assert main(["certify", *_model(files, "make_gelu"), *base, "--out", str(tmp_path)]) == 2
+    assert main(["certify", *_model(files, "make_softmax"), *base, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert "unsupported operation" in err and "gelu at node 'gelu' (net.py:" in err
+    assert "unsupported operation" in err and "softmax at node 'softmax' (net.py:" in err
 
 
 def test_cli_certifies_a_torchscript_archive_as_its_python_model(files, tmp_path, capsys):

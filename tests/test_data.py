@@ -18,6 +18,8 @@ BUILTIN_SHAPES = {
     "digits": ((1, 8, 8), 10, "image", 1438, 359),
     "breast-cancer": ((30,), 2, "tabular", 456, 113),
     "fraud": ((13,), 2, "tabular", 3200, 800),
+    "signs": ((3, 32, 32), 8, "image", 3200, 800),
+    "faces": ((1, 25, 25), 2, "image", 160, 40),
 }
 
 

@@ -43,6 +43,7 @@ OPTIONS: dict[str, list[str]] = {  # small but non-trivial settings for each def
     "ibp": ["--eps", "0.05", "--eps-ramp", "0.5"],
     "crown-ibp": ["--eps", "0.05", "--eps-ramp", "0.5"],
     "gaussian": ["--sigma", "0.25"],
+    "patch-ablation": ["--arch", "ablated-cnn-column2"],  # the last --arch wins
 }
 
 COMMON = ["--data", "digits", "--arch", "mlp", "--train-size", "200", "--batch-size", "64"]

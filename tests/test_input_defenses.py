@@ -265,12 +265,13 @@ def mnist_points(mnist_cnn):
 
 @pytest.mark.parametrize(
     ("spec", "margin"),
-    [("jpeg:quality=75", 0.5), ("squeeze:bits=4", 0.5), ("resize-pad:low=0.8", 0.15)],
+    [("jpeg:quality=75", 0.5), ("squeeze:bits=4", 0.5), ("resize-pad:low=0.8", 0.1)],
 )
 def test_adaptive_attack_beats_naive_attack(mnist_points, spec, margin):
     """The known result: on the same 100 MNIST points at linf eps 0.3, BPDA (JPEG, bit depth)
     and EOT (resize-pad) lower robust accuracy far below the plain attack's. Measured (PGD-20,
-    EOT-10): jpeg 92% -> 0%, squeeze 94% -> 0%, resize-pad 39% -> 15%."""
+    EOT-10): jpeg 92% -> 0%, squeeze 94% -> 0%, resize-pad 30% -> 17% (39% naive when the
+    attack still skipped points one clean draw of the defense got wrong)."""
     model, x, y = mnist_points
     threat = ThreatModel(norm="linf", eps=0.3)
     pgd = get_attack("pgd", threat, steps=20)

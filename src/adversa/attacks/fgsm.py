@@ -22,6 +22,7 @@ from adversa.model import Model
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FGSM(AttackBase):
     loss: str = "ce"  # "ce" or "margin"
+    clean_check: bool = True  # False: the caller vouches every point is classified correctly
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -42,4 +43,5 @@ class FGSM(AttackBase):
                 final_eval=False,  # the harness's verification is the step's evaluation
             ),
             gen=gen,
+            clean_check=self.clean_check,
         )

@@ -301,15 +301,20 @@ def gradient_ascent(
     loss_fn: LossFn,
     plan: Ascent,
     gen: torch.Generator,
+    clean_check: bool = True,
 ) -> Tensor:
     """`ascend` on `loss_fn` of the classifier's logits, with `is_adversarial` as the
     fooled test (PGD, FGSM). Points the model already gets wrong (right, when targeted) are
-    returned as they are after one forward pass. Cost per attacked sample: at most
-    `steps * restarts` forward and backward passes, plus one forward pass before the loop and,
-    with `plan.final_eval`, one after it."""
+    returned as they are after one forward pass (without `clean_check`, the caller's word
+    that none is: every point is attacked). Cost per attacked sample: at most
+    `steps * restarts` forward and backward passes, plus one forward pass before the loop
+    (`clean_check`) and, with `plan.final_eval`, one after it."""
     targeted, n = threat.targeted, x.shape[0]
-    with torch.no_grad():
-        already = is_adversarial(model(x), y, targeted)
+    if clean_check:
+        with torch.no_grad():
+            already = is_adversarial(model(x), y, targeted)
+    else:
+        already = torch.zeros(n, dtype=torch.bool, device=x.device)
 
     def objective(x_rows: Tensor, row: Tensor) -> tuple[Tensor, Tensor]:
         labels = y[row % n]

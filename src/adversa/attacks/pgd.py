@@ -9,7 +9,8 @@ step of Tramer & Boneh (2019, "Adversarial Training and Robustness for Multiple
 Perturbations", arXiv:1904.13000).
 
 Cost per attacked sample: `steps * restarts` forward and backward passes at most (exactly,
-with `early_stop=False`), plus the clean check and the harness's verification, plus with
+with `early_stop=False`), plus the clean check (unless `clean_check=False`) and the harness's
+verification, plus with
 several restarts one forward pass to pick among their last iterates. With one restart a
 sample no step fooled returns its last iterate (the harness's verification is its check).
 
@@ -43,6 +44,10 @@ class PGD(AttackBase):
     loss: str = "ce"  # "ce" or "margin" (C&W's logit margin); "dlr" untargeted
     l1_sparsity: float = 0.99  # L1 only: share of coordinates left out of each step
     early_stop: bool = True  # a sample leaves the batch once fooled (False: every step)
+    # False: the caller vouches that the model classifies every point correctly (evaluate's
+    # cascade attacks only those), so the clean forward pass is skipped; a point that is
+    # wrong anyway is attacked like the others instead of being returned unchanged
+    clean_check: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,4 +82,5 @@ class PGD(AttackBase):
                 final_eval=self.restarts > 1,
             ),
             gen=gen,
+            clean_check=self.clean_check,
         )

@@ -28,6 +28,7 @@ FUNCTIONS: dict[Any, str] = {
     torch.permute: "permute", torch.transpose: "transpose", torch.cat: "cat",
     torch.concat: "cat", torch.mean: "mean", torch.sum: "sum", F.dropout: "identity",
     F.dropout1d: "identity", F.dropout2d: "identity", F.batch_norm: "batch_norm",
+    F.gelu: "gelu", F.conv_transpose2d: "conv_transpose",
 }  # fmt: skip
 ATEN: dict[str, str] = {  # the core ATen ops of a torch.export graph
     "conv2d.default": "conv", "conv1d.default": "conv", "linear.default": "linear",
@@ -41,6 +42,7 @@ ATEN: dict[str, str] = {  # the core ATen ops of a torch.export graph
     "permute.default": "permute", "transpose.int": "transpose", "cat.default": "cat",
     "mean.dim": "mean", "sum.dim_IntList": "sum", "dropout.default": "identity",
     "clone.default": "identity", "batch_norm.default": "aten_batch_norm",
+    "gelu.default": "gelu", "conv_transpose2d.input": "conv_transpose",
 }  # fmt: skip
 FUNCTIONS |= {
     getattr(getattr(torch.ops.aten, name.split(".")[0]), name.split(".")[1]): canon
@@ -62,6 +64,9 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "adaptive_avg_pool2d": ("input", "output_size"),
     "linear": ("input", "weight", "bias"),
     "conv": ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+    "conv_transpose": ("input", "weight", "bias", "stride", "padding", "output_padding",
+                       "groups", "dilation"),
+    "gelu": ("input", "approximate"),
     "add": ("input", "other", "alpha"), "sub": ("input", "other", "alpha"),
     "mul": ("input", "other"), "div": ("input", "other"),
     "transpose": ("input", "dim0", "dim1"), "cat": ("tensors", "dim"),

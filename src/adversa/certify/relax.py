@@ -9,6 +9,17 @@
   lines take the smallest derivative k on [l, u] (at an endpoint, since the derivative peaks
   at 0): f(x) >= f(l) + k (x - l) and f(x) <= f(u) + k (x - u), since f' >= k on [l, u].
   These are sound, if looser across 0 than CROWN's tangent search.
+- GELU (neither convex nor concave; Zhang et al. 2018 bound general activations by tangent
+  and chord lines): for each of four slopes k (the tangents at the midpoint and at both
+  ends, and the chord) the intercepts are made sound directly: with g(x) = f(x) - k x
+  sampled on a grid of 33 points of step h, g >= min over the grid - M h^2 / 8 and
+  g <= max + M h^2 / 8 on [l, u] (on each cell g lies within M h^2 / 8 of its chord, as
+  |g''| = |f''| <= M = 0.8), with a float rounding allowance on top. Among these lines and
+  the constant ones of IBP's interval (GELU's true minimum on [l, u], the larger end value),
+  the lower bound keeps the line highest at the midpoint and the upper bound the lowest, so
+  the least area to the curve and never wider there than IBP (but for the allowance). Sound
+  for any interval, narrow ones too (h -> 0); in the convex part [-1.41, 1.41] the lines are
+  the midpoint tangent and the chord up to the M h^2 / 8 term, at most M (u - l)^2 / 8 apart.
 - Max pooling (as in auto_LiRPA's and DeepPoly's relaxation): the lower bound of each window's
   max is the entry j with the largest lower bound (max >= x_j). The upper bound is x_j when l_j
   is at least every other entry's upper bound (then the max is x_j exactly), else the
@@ -22,16 +33,26 @@ import math
 import torch
 from torch import Tensor
 
-from adversa.certify.ops import MaxPool, Relu, SShape
+from adversa.certify.ops import Gelu, MaxPool, Op, Relu, SShape
 
 CHORD_MIN_WIDTH = 1e-4  # narrower intervals use the derivative lines (no cancellation)
+GRID = 33  # points per interval where GELU's lines are checked
 
 
-def relax(op: Relu | SShape, lower: Tensor, upper: Tensor) -> tuple[Tensor, ...]:
+def relax(op: Relu | SShape | Gelu, lower: Tensor, upper: Tensor) -> tuple[Tensor, ...]:
     """(lower slope, lower intercept or None, upper slope, upper intercept), elementwise."""
     if isinstance(op, Relu):
         return _relu(lower, upper, op.slope)
+    if isinstance(op, Gelu):
+        return _gelu(op, lower, upper)
     return _sshape(op, lower, upper)
+
+
+def interval(op: Op, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact bounds of an elementwise op or max pooling over the box [lower, upper]."""
+    if isinstance(op, Gelu):
+        return op.interval(lower, upper)
+    return op.forward(lower), op.forward(upper)  # monotone non-decreasing
 
 
 def _relu(lower: Tensor, upper: Tensor, alpha: float) -> tuple[Tensor, ...]:
@@ -65,6 +86,30 @@ def _sshape(op: SShape, lower: Tensor, upper: Tensor) -> tuple[Tensor, ...]:
     lo_bias = torch.where(convex, t_bias, torch.where(concave, c_bias, lo_bias))
     up_slope = torch.where(concave, t_slope, torch.where(convex, c_slope, up_slope))
     up_bias = torch.where(concave, t_bias, torch.where(convex, c_bias, up_bias))
+    return lo_slope, lo_bias, up_slope, up_bias
+
+
+def _gelu(op: Gelu, lower: Tensor, upper: Tensor) -> tuple[Tensor, ...]:
+    steps = torch.linspace(0, 1, GRID, dtype=lower.dtype, device=lower.device)
+    width = upper - lower
+    xs = lower.unsqueeze(-1) + width.unsqueeze(-1) * steps  # (..., GRID)
+    fs = op.forward(xs)
+    h = width / (GRID - 1)
+    rounding = 16 * torch.finfo(lower.dtype).eps * (1 + torch.maximum(lower.abs(), upper.abs()))
+    margin = op.CURVATURE * h * h / 8 + rounding
+    mid = (lower + upper) / 2
+    chord = (fs[..., -1] - fs[..., 0]) / width.clamp_min(CHORD_MIN_WIDTH)
+    chord = torch.where(width > CHORD_MIN_WIDTH, chord, op.derivative(mid))
+    lo_slope = up_slope = torch.zeros_like(mid)  # first the constant lines of IBP's interval
+    lo_bias, up_bias = op.interval(lower, upper)
+    lo_bias, up_bias = lo_bias - rounding, up_bias + rounding
+    for k in (op.derivative(mid), chord, op.derivative(lower), op.derivative(upper)):
+        g = torch.addcmul(fs, k.unsqueeze(-1), xs, value=-1)  # f - k x on the grid
+        low, high = g.amin(-1) - margin, g.amax(-1) + margin
+        take = k * mid + low > lo_slope * mid + lo_bias  # higher at the midpoint
+        lo_slope, lo_bias = torch.where(take, k, lo_slope), torch.where(take, low, lo_bias)
+        take = k * mid + high < up_slope * mid + up_bias  # lower at the midpoint
+        up_slope, up_bias = torch.where(take, k, up_slope), torch.where(take, high, up_bias)
     return lo_slope, lo_bias, up_slope, up_bias
 
 

@@ -8,6 +8,14 @@ accuracy, and with the attack check the empirical robust accuracy and the violat
 evaluated on a grid up to the largest certified radius), `abstention_rate` and `smoothing`
 (sigma, n0, n, alpha, ...) for smoothing, `consistent` (None without attacks), `warnings`
 (violations start with "BUG"), `config`, `seed`, `versions`, `timestamp` and `seconds`.
+
+Patch smoothing (`patch_certify_report`) keeps those keys with `norm` "patch",
+`clean_accuracy` the smoothed classifier's (`base_accuracy`: the base classifier's over all
+ablations), one `results` entry per patch side (`size` in pixels, `area_fraction`,
+`affected_positions`, `eps` = the side), `curve` (certified accuracy against the side, from
+the same votes) and `patch_smoothing` (ablation, band, positions, tie-break, the vote and
+its softmax `threshold` (None: argmax), cost). `base_accuracy` is the base's argmax accuracy
+whatever the vote.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from adversa.certify.patch_smoothing import PatchCertResult
 from adversa.certify.run import CertifyResult
 from adversa.certify.smoothing import max_radius
 from adversa.io import atomic_write_text
@@ -112,6 +121,76 @@ def certify_report(
     return jsonable(report)
 
 
+def patch_certify_report(
+    result: PatchCertResult, *, config: Mapping[str, Any] | None = None, seconds: float = 0.0
+) -> dict[str, Any]:
+    """The content of `certify.json` for patch smoothing."""
+    h, w = result.image_size
+    results = []
+    for i, size in enumerate(result.sizes):
+        entry: dict[str, Any] = {
+            "eps": size,
+            "size": size,
+            "area_fraction": size * size / (h * w),
+            "affected_positions": result.delta[i],
+            "certified_accuracy": float(result.certified[i].float().mean()),
+            "n_certified": int(result.certified[i].sum()),
+            "seconds": result.seconds,
+        }
+        if result.robust is not None:
+            entry["empirical_robust_accuracy"] = float(result.robust[i].float().mean())
+            entry["n_robust"] = int(result.robust[i].sum())
+            entry["violations"] = result.violations(i).tolist()
+            entry["attack_seconds"] = result.attack_seconds[i]
+        results.append(entry)
+    curve = []
+    for side in range(1, min(h, w) + 1):
+        accuracy = float(result.certified_at(side).float().mean())
+        curve.append({"size": side, "certified_accuracy": accuracy})
+        if accuracy == 0:
+            break
+    attacks = [] if result.attack is None else [result.attack]
+    details = {
+        "ablation": result.ablation,
+        "band": result.band,
+        "positions": result.positions,
+        "image_size": list(result.image_size),
+        "tie_break": "smaller class index",
+        "vote": "argmax"
+        if result.threshold is None
+        else f"every class with softmax >= {result.threshold:g}",
+        "threshold": result.threshold,
+        "smoothed_accuracy": result.smoothed_accuracy,
+        "base_accuracy": result.base_accuracy,
+        "forward_calls": result.forward,
+        "seconds": result.seconds,
+    }
+    report = {
+        "method": "patch-smoothing",
+        "norm": "patch",
+        "n": result.n,
+        "clean_accuracy": result.smoothed_accuracy,
+        "base_accuracy": result.base_accuracy,
+        "certified_accuracy": results[0]["certified_accuracy"],
+        "results": results,
+        "curve": curve,
+        "abstention_rate": None,
+        "smoothing": None,
+        "patch_smoothing": details,
+        "attacks": attacks,
+        "consistent": None
+        if result.robust is None
+        else not any(w.startswith("BUG") for w in result.warnings),
+        "warnings": list(result.warnings),
+        "config": dict(config or {}),
+        "seed": result.seed,
+        "versions": versions(),
+        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "seconds": float(seconds),
+    }
+    return jsonable(report)
+
+
 def _radius_curve(result: CertifyResult) -> list[dict[str, float]]:
     smooth = result.smoothing
     top = max([float(smooth.radius.max()), *result.eps, 1e-12])
@@ -156,9 +235,13 @@ def render_certify_html(data: dict[str, Any]) -> str:
             'border-left-color:#b42318"><h2 style="color:#b42318">BUG: certificates contradict '
             f"the attacks ({len(bugs)})</h2><ul>{items}</ul></div>"
         )
-    parts += [warnings_block(others), _cards(data), _table(data)]
+    patch = data.get("patch_smoothing")
+    parts.append(warnings_block(others))
+    parts += [_patch_cards(data), _table(data)] if patch else [_cards(data), _table(data)]
     if len(data["curve"]) > 1:
         parts.append(_curve(data))
+    if patch:
+        parts.append("<h2>Patch smoothing</h2>" + kv_table(patch))
     if smoothing is not None:
         parts.append("<h2>Randomized smoothing</h2>" + kv_table(smoothing))
     parts += [
@@ -190,9 +273,30 @@ def _cards(data: dict[str, Any]) -> str:
     return cards(headline) + note
 
 
+def _patch_cards(data: dict[str, Any]) -> str:
+    first = data["results"][0]
+    side = first["size"]
+    headline = [
+        ("clean accuracy (smoothed)", pct(data["clean_accuracy"])),
+        (f"certified accuracy, {side}x{side} patches", pct(first["certified_accuracy"])),
+        ("base classifier accuracy (ablated inputs)", pct(data["base_accuracy"])),
+        ("points", str(data["n"])),
+    ]
+    if "empirical_robust_accuracy" in first:
+        attacked = pct(first["empirical_robust_accuracy"])
+        headline.insert(2, ("accuracy under the patch attack", attacked))
+    note = (
+        '<div class="muted">A certified point keeps its (correct) smoothed prediction under '
+        "every patch of that size anywhere in the image; the patch attack can only find fewer "
+        "robust points than that, never break a certified one.</div>"
+    )
+    return cards(headline) + note
+
+
 def _table(data: dict[str, Any]) -> str:
     attacked = "empirical_robust_accuracy" in data["results"][0]
-    head = "<tr><th>eps</th><th>certified accuracy</th><th>certified points</th>"
+    label = "patch side" if data.get("patch_smoothing") else "eps"
+    head = f"<tr><th>{label}</th><th>certified accuracy</th><th>certified points</th>"
     head += "<th>empirical robust accuracy</th><th>violations</th>" if attacked else ""
     head += "<th>seconds</th></tr>"
     rows = []
@@ -204,10 +308,16 @@ def _table(data: dict[str, Any]) -> str:
         rows.append(f"<tr>{row}<td>{e['seconds']:.2f}</td></tr>")
     attacks = ", ".join(data["attacks"])
     foot = f'<div class="muted">attacks: {escape(attacks)}</div>' if attacked else ""
-    return f"<h2>Per eps</h2><table>{head}{''.join(rows)}</table>{foot}"
+    title = "Per patch side" if data.get("patch_smoothing") else "Per eps"
+    return f"<h2>{title}</h2><table>{head}{''.join(rows)}</table>{foot}"
 
 
 def _curve(data: dict[str, Any]) -> str:
+    if data.get("patch_smoothing"):
+        points = [(0.0, float(data["clean_accuracy"]))]
+        points += [(float(p["size"]), float(p["certified_accuracy"])) for p in data["curve"]]
+        chart = line_chart_svg(points, "patch side (pixels)")
+        return "<h2>Certified accuracy versus patch side</h2>" + chart
     key = "radius" if data["method"] == "smoothing" else "eps"
     points = [(float(p[key]), float(p["certified_accuracy"])) for p in data["curve"]]
     start = points[0][1] if points[0][0] == 0 else data["clean_accuracy"]

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from adversa.certify import ablation  # noqa: F401  (registers "patch-ablation", ablated archs)
 from adversa.certify.bounds import METHODS, verified
 from adversa.certify.smoothing import ABSTAIN, CertResult, Smooth, attack_smoothed
 from adversa.checks import as_tensor, check_batch
@@ -39,6 +40,7 @@ from adversa.threat import ThreatModel
 ProgressFn = Callable[[str, int, int], None]
 DEFAULT_ATTACKS: tuple[str, ...] = ("pgd", "apgd-ce")
 ALL_METHODS: tuple[str, ...] = (*METHODS, "smoothing")
+PATCH_SMOOTHING = "patch-smoothing"  # patches: `adversa.certify.patch_smoothing.certify_patches`
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -94,6 +96,11 @@ def run_certification(
     "crown-ibp", or "smoothing" with `smooth`), and with `attacks` check the certificates
     against them. For smoothing, eps values are L2 radii, `threat.norm` must be "l2", and any
     non-empty `attacks` means `attack_smoothed` (`eot` draws, `attack_steps` steps)."""
+    if method == PATCH_SMOOTHING:
+        raise BadInput(
+            "method patch-smoothing certifies patches, not balls: use "
+            "adversa.certify.patch_smoothing.certify_patches"
+        )
     if method not in ALL_METHODS:
         raise BadInput(f"method must be one of {', '.join(ALL_METHODS)}, got {method!r}")
     if method == "smoothing" and (smooth is None or threat.norm != "l2"):

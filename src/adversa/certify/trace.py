@@ -4,14 +4,14 @@ The traced forward is run once on two rows (the sample and a seeded perturbation
 eval mode) to learn every value; then each operation that depends on the input becomes an op
 of `adversa.certify.ops` and is checked to reproduce the recorded value on both rows.
 Functional calls and tensor methods map to the same ops as modules: `F.relu`, `torch.relu`,
-`x.relu()`; `F.linear`, `F.conv1d/2d` on parameters; `F.max_pool2d`, `F.avg_pool2d`,
-`F.adaptive_avg_pool2d`; `F.leaky_relu`, sigmoid, tanh; `+`/`-` of two branches (skip
-connections), and `+ - * /` with constants (normalisation inside the model); view, reshape,
-flatten, squeeze/unsqueeze, permute/transpose; `torch.cat`; mean and sum over per-sample
-dimensions; dropout and contiguous as the identity. Values computed only from parameters
-and buffers are constants; sizes read from the input (`x.size(0)`) serve shape operations
-only. Anything else raises `BadInput` naming the operation, the fx node and, where known, the
-line of `forward` (or the module path of a layer).
+`x.relu()`; `F.linear`, `F.conv1d/2d`, `F.conv_transpose2d` on parameters; `F.max_pool2d`,
+`F.avg_pool2d`, `F.adaptive_avg_pool2d`; `F.leaky_relu`, sigmoid, tanh, `F.gelu`; `+`/`-` of
+two branches (skip connections), and `+ - * /` with constants (normalisation inside the
+model); view, reshape, flatten, squeeze/unsqueeze, permute/transpose; `torch.cat`; mean and
+sum over per-sample dimensions; dropout, contiguous as the identity. Values computed only
+from parameters and buffers are constants; sizes read from the input (`x.size(0)`) serve
+shape operations only. Anything else raises `BadInput` naming the operation, the fx node
+and, where known, the line of `forward` (or the module path of a layer).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from adversa.certify.fx_ops import (
     location,
     trace_module,
 )
-from adversa.certify.ops import Add, Cat, Graph, Node, Op, Relu, SShape, finish
+from adversa.certify.ops import Add, Cat, Gelu, Graph, Node, Op, Relu, SShape, finish
 from adversa.errors import BadInput
 from adversa.rng import make_generator
 
@@ -214,11 +214,12 @@ class _Translator:
     def _leaky_relu(self, node: fx.Node, args: dict[str, Any]) -> tuple[Op, list[int]]:
         return L.leaky(float(args.get("negative_slope", 0.01)), node.name), [self._src(node, args)]
 
-    def _sigmoid(self, node: fx.Node, args: dict[str, Any]) -> tuple[Op, list[int]]:
-        return SShape("sigmoid"), [self._src(node, args)]
+    def _curved(self, node: fx.Node, args: dict[str, Any]) -> tuple[Op, list[int]]:
+        name = self._canonical(node)
+        op = Gelu(str(args.get("approximate", "none"))) if name == "gelu" else SShape(str(name))
+        return op, [self._src(node, args)]
 
-    def _tanh(self, node: fx.Node, args: dict[str, Any]) -> tuple[Op, list[int]]:
-        return SShape("tanh"), [self._src(node, args)]
+    _sigmoid = _tanh = _gelu = _curved
 
     def _max_pool2d(self, node: fx.Node, args: dict[str, Any]) -> tuple[Op, list[int]]:
         if args.get("return_indices"):
@@ -245,9 +246,8 @@ class _Translator:
 
     def _adaptive_avg_pool2d(self, node: fx.Node, args: dict[str, Any]) -> tuple[Op, list[int]]:
         src = self._src(node, args)
-        return L.adaptive_avgpool(
-            self._shape(src), args["output_size"], node.name, self.recorded[0]
-        ), [src]
+        op = L.adaptive_avgpool(self._shape(src), args["output_size"], node.name, self.recorded[0])
+        return op, [src]
 
     def _batch_norm(self, node: fx.Node, args: dict[str, Any]) -> tuple[Op, list[int]]:
         src = self._src(node, args)
@@ -271,14 +271,16 @@ class _Translator:
             tuple(w.shape[2:]), args.get("stride", 1), args.get("padding", 0),
             args.get("dilation", 1), node.name,
         )  # fmt: skip
-        return L.conv(w, args.get("bias"), self._shape(src), groups=args.get("groups", 1), **geo), [
-            src
-        ]
+        op = L.conv(w, args.get("bias"), self._shape(src), groups=args.get("groups", 1), **geo)
+        return op, [src]
 
     def _convolution(self, node: fx.Node, args: dict[str, Any]) -> tuple[Op, list[int]]:
-        if args.get("transposed"):
-            raise self.fail(node, "a transposed convolution")
-        return self._conv(node, args)
+        return (self._conv_transpose if args.get("transposed") else self._conv)(node, args)
+
+    def _conv_transpose(self, node: fx.Node, args: dict[str, Any]) -> tuple[Op, list[int]]:
+        src, geo = self._src(node, args), {k: v for k, v in args.items() if k in L.TRANSPOSED}
+        op = L.conv_transpose(args["weight"], args.get("bias"), self._shape(src), node.name, **geo)
+        return op, [src]
 
     def _constant(self, node: fx.Node, c: Any, shape: tuple[int, ...]) -> Tensor:
         ref = self.recorded[0]

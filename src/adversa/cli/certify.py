@@ -4,6 +4,16 @@
                     [--eps E[,E2]] [--norm linf|l2] [--sigma S --n0 100 --samples 10000
                     --alpha 0.001] [--batch-size B] [--n N] [--attack-check
                     [--attacks pgd,apgd-ce] [--eot K]] [--seed S] [--device D] --out DIR
+    adversa certify --model M --data D --method patch-smoothing --size S[,S2]
+                    [--ablation column|block] [--band B] [--threshold T|argmax]
+                    [--attack-check] ... --out DIR
+
+--size is a patch side in pixels (an integer, e.g. 5 for 5x5 patches) or, below 1, a share
+of the image area (0.05: the smallest square covering 5% of it); --ablation and --band
+default to those the model (an ablated architecture such as mnist-cnn-ablated) was trained
+with; --threshold is the softmax level at which a band votes for a class (0.2, the paper's
+code default; 'argmax': one vote per band). With --attack-check, a PGD patch attack at a grid
+of locations checks the certificates.
 
 --n is the number of test points, as in every other command (`--n-points` is accepted too);
 the smoothing noise draws per point are --samples (up to 0.1.0, `certify --n` meant these).
@@ -19,6 +29,8 @@ import argparse
 import sys
 from typing import Any
 
+from adversa.certify.ablation import ABLATIONS, check_ablation
+from adversa.certify.patch_smoothing import THRESHOLD
 from adversa.certify.report import write_certify_reports
 from adversa.cli.common import (
     EXIT_OK,
@@ -31,22 +43,26 @@ from adversa.cli.common import (
     parse_eps,
 )
 from adversa.data import load_data
+from adversa.data.dataset import Dataset
 from adversa.data.files import check_labelled_folder
 from adversa.errors import BadInput
 from adversa.jobs.certify import CertifyPlan
 from adversa.load import load_model
 
 BOUND_METHODS = ("ibp", "crown", "crown-ibp", "alpha-crown")
+PATCH = "patch-smoothing"
 
 
 def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     ce = commands.add_parser(
         "certify",
         parents=[common],
-        help="certified accuracy by randomized smoothing or IBP/CROWN bounds; writes "
+        help="certified accuracy by randomized smoothing, IBP/CROWN bounds or patch smoothing; "
+        "writes "
         "certify.json and certify.html",
         description="Certify a model's predictions: randomized smoothing (Cohen et al. 2019; "
-        "L2 radii) or bound propagation (IBP, CROWN, alpha-CROWN; Linf or L2 balls). "
+        "L2 radii), bound propagation (IBP, CROWN, alpha-CROWN; Linf or L2 balls) or "
+        "(de)randomized smoothing against m x m patches (Levine & Feizi 2020). "
         "--attack-check also "
         "attacks the same points at the same eps and flags any contradiction as a BUG.",
     )
@@ -70,7 +86,12 @@ def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         type=int,
         help="certify the first N test points (default all); smoothing noise draws: --samples",
     )
-    ce.add_argument("--attack-check", action="store_true", help="also attack at the same eps")
+    ce.add_argument(
+        "--attack-check",
+        action="store_true",
+        help="also attack at the same eps (patch-smoothing: PGD in the patch at a 3x3 grid of "
+        "places, judged by the vote count)",
+    )
     ce.add_argument(
         "--attacks",
         help="attacks of the check for ibp/crown (default pgd,apgd-ce; smoothing: always L2 "
@@ -87,7 +108,7 @@ def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_method_options(ce: argparse.ArgumentParser) -> None:
     """--method, its radii and norm, and the smoothing options."""
-    ce.add_argument("--method", required=True, choices=("smoothing", *BOUND_METHODS))
+    ce.add_argument("--method", required=True, choices=("smoothing", *BOUND_METHODS, PATCH))
     ce.add_argument(
         "--eps",
         help="radius or comma-separated radii (required for ibp/crown; for smoothing the L2 "
@@ -107,7 +128,21 @@ def _add_method_options(ce: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=int,
         help="noisy inputs per forward pass (smoothing, default 1000) or points per bound "
-        "batch (default 64)",
+        "(or patch-smoothing vote) batch (default 64)",
+    )
+    ce.add_argument(
+        "--size",
+        help="patch-smoothing: patch side(s) in pixels (5: 5x5 patches), or shares of the image "
+        "area below 1 (0.05), comma-separated",
+    )
+    ce.add_argument(
+        "--ablation", choices=ABLATIONS, help="patch-smoothing: default the model's (column)"
+    )
+    ce.add_argument("--band", type=int, help="patch-smoothing: band width; default the model's")
+    ce.add_argument(
+        "--threshold",
+        help="patch-smoothing: a band votes for every class whose softmax is >= this level in "
+        f"(0, 1] (default {THRESHOLD:g}, as Levine & Feizi), or 'argmax' for one vote per band",
     )
 
 
@@ -115,6 +150,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     plan = _plan(args)
     dataset = load_data(args.data, split="test", label_column=args.label_column).take(args.n_points)
     check_labelled_folder(dataset)
+    _check_patches_fit(args, plan, dataset)
     bounds = plan.threat(dataset).bounds  # a bad eps or bounds fails before the model loads
     with RichProgress() as progress:
         model = load_model(
@@ -128,7 +164,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
         )
         report = plan.run(model, dataset, progress)
     json_path, html_path = write_certify_reports(args.out, report)
-    print(summary(report))
+    print(patch_summary(report) if args.method == PATCH else summary(report))
     for warning in report["warnings"]:
         if warning.startswith("BUG"):
             print(f"adversa: {warning}", file=sys.stderr)
@@ -138,6 +174,13 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> CertifyPlan:
     """The flag-level checks, named by flag, then the options as a plan."""
+    if args.method == PATCH:
+        return CertifyPlan(**_patch_options(args))
+    patch_flags = (("--size", args.size), ("--ablation", args.ablation), ("--band", args.band))
+    patch_flags += (("--threshold", args.threshold),)
+    for flag, value in patch_flags:
+        if value is not None:
+            raise BadInput(f"{flag} {value}: applies to --method {PATCH} only")
     smoothing = args.method == "smoothing"
     norm = args.norm or ("l2" if smoothing else "linf")
     if smoothing and norm != "l2":
@@ -158,13 +201,6 @@ def _plan(args: argparse.Namespace) -> CertifyPlan:
         check_positive("--eot", args.eot)
     check_positive("--samples", args.samples)
     check_device(args.device)
-    provenance = {
-        "model": args.model,
-        "weights": args.weights,
-        "data": args.data,
-        "label_column": args.label_column,
-        "device": args.device,
-    }
     return CertifyPlan(
         method=args.method,
         eps=tuple(parse_eps(args.eps)) if args.eps else (),
@@ -179,8 +215,112 @@ def _plan(args: argparse.Namespace) -> CertifyPlan:
         attacks=tuple(parse_attacks(args.attacks or "pgd,apgd-ce")) if args.attack_check else (),
         eot=16 if args.eot is None else args.eot,
         seed=args.seed,
-        provenance=provenance,
+        provenance=_provenance(args),
     )
+
+
+def _provenance(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("model", "weights", "data", "label_column", "device")
+    return {key: getattr(args, key) for key in keys}
+
+
+def _patch_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The patch-smoothing flags, checked by name, as CertifyPlan options."""
+    if args.size is None:
+        raise BadInput(f"--method {PATCH} needs --size (a patch side in pixels, e.g. 5)")
+    for flag, value in (("--eps", args.eps), ("--norm", args.norm), ("--sigma", args.sigma)):
+        if value is not None:
+            raise BadInput(f"{flag} {value}: does not apply to --method {PATCH} (give --size)")
+    for flag, value in (("--attacks", args.attacks), ("--eot", args.eot)):
+        if value is not None:
+            raise BadInput(f"{flag} {value}: the {PATCH} check is a PGD patch attack of its own")
+    for flag, value in (("--n", args.n_points), ("--batch-size", args.batch_size)):
+        if value is not None:
+            check_positive(flag, value)
+    if args.band is not None:
+        check_positive("--band", args.band)
+    check_device(args.device)
+    return {
+        "method": PATCH,
+        "size": tuple(_parse_size(part) for part in args.size.split(",")),
+        "ablation": args.ablation,
+        "band": args.band,
+        "threshold": _parse_threshold(args.threshold),
+        "bounds": parse_bounds(args.bounds) if args.bounds else None,
+        "batch_size": args.batch_size,
+        "attack_check": args.attack_check,
+        "seed": args.seed,
+        "provenance": _provenance(args),
+    }
+
+
+def _parse_threshold(text: str | None) -> float | None:
+    if text is None:
+        return THRESHOLD
+    if text.strip().lower() == "argmax":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise BadInput(
+            f"--threshold {text.strip()!r}: expected a softmax level in (0, 1] or 'argmax'"
+        )
+    return value
+
+
+def _parse_size(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < 1 or (value >= 1 and value.is_integer())):
+        raise BadInput(
+            f"--size {text.strip()!r}: expected a patch side in pixels (an integer >= 1) or a "
+            "share of the image area in (0, 1)"
+        )
+    return value
+
+
+def _check_patches_fit(args: argparse.Namespace, plan: CertifyPlan, data: Dataset) -> None:
+    """--size and --band against the images, named by flag, before the model loads."""
+    if args.method != PATCH:
+        return
+    shape = tuple(data.input_shape)
+    if len(shape) != 3:
+        raise BadInput(f"--method {PATCH} needs images (C, H, W), got data of shape {shape}")
+    h, w = shape[1:]
+    for text, side in zip(args.size.split(","), plan.sides(data), strict=True):
+        if side > min(h, w):
+            raise BadInput(
+                f"--size {text.strip()}: a {side}x{side} patch does not fit {h}x{w} images; "
+                f"expected a side of 1 to {min(h, w)} pixels or an area share in (0, 1)"
+            )
+    if args.band is not None:
+        check_ablation(args.ablation or "column", args.band, (h, w), flag="--band")
+
+
+def patch_summary(report: dict[str, Any]) -> str:
+    """A few lines for the terminal: clean, base and certified accuracy per patch side."""
+    config, patch = report["config"], report["patch_smoothing"]
+    lines = [
+        f"{config.get('model')} on {config.get('data')}: patch smoothing, {patch['ablation']} "
+        f"ablation, band {patch['band']} ({patch['positions']} positions), {report['n']} "
+        f"points, seed {report['seed']}, {report['seconds']:.1f} s; votes: "
+        f"{patch.get('vote', 'argmax')}",
+        f"clean accuracy (smoothed)    {100 * report['clean_accuracy']:5.1f}%",
+        f"base classifier (ablated)    {100 * report['base_accuracy']:5.1f}%",
+    ]
+    for entry in report["results"]:
+        side = entry["size"]
+        line = f"certified accuracy           {100 * entry['certified_accuracy']:5.1f}% "
+        line += f"against {side}x{side} patches"
+        if "empirical_robust_accuracy" in entry:
+            line += f"  (patch attack: {100 * entry['empirical_robust_accuracy']:.1f}%)"
+        lines.append(line)
+    lines += [f"warning: {w}" for w in report["warnings"]]
+    return "\n".join(lines)
 
 
 def summary(report: dict[str, Any]) -> str:

@@ -8,6 +8,10 @@
   kept in `meta["scaler"]` so that `adversa.data.unscale` recovers the original units.
 - "fraud": a seeded synthetic, imbalanced (~5 % positive) transaction table with numeric,
   integer and one-hot features, scaled the same way (`adversa.data.fraud`).
+- "signs": seeded synthetic road signs (8 classes) over crops of scikit-image's photos, as
+  (N, 3, 32, 32) in [0, 1]; 3,200 train / 800 test (`adversa.data.signs`).
+- "faces": scikit-image's `lfw_subset`, face vs non-face, as (N, 1, 25, 25) in [0, 1];
+  160 train / 40 test (`adversa.data.faces`).
 
 Every split is stratified: each class is permuted with a generator seeded with `SPLIT_SEED`
 and its first 20 % go to test; each split is then shuffled with the same generator, so the
@@ -180,6 +184,20 @@ def load_breast_cancer(split: str) -> Dataset:
 @DATASETS.register("fraud")
 def load_fraud(split: str) -> Dataset:
     from adversa.data.fraud import load_fraud as load  # imports this module: load lazily
+
+    return load(split)
+
+
+@DATASETS.register("signs")
+def load_signs(split: str) -> Dataset:
+    from adversa.data.signs import load_signs as load  # imports this module: load lazily
+
+    return load(split)
+
+
+@DATASETS.register("faces")
+def load_faces(split: str) -> Dataset:
+    from adversa.data.faces import load_faces as load  # imports this module: load lazily
 
     return load(split)
 

@@ -321,6 +321,9 @@ def _cascade(
     summaries = []
     for k, attack in enumerate(plan):
         todo = torch.nonzero(robust).squeeze(1)
+        if "clean_check" in {f.name for f in dataclasses.fields(attack)}:
+            # every point left is classified correctly: the attack's own clean pass is waste
+            attack = dataclasses.replace(attack, clean_check=False)
         label = f"{attack.name} eps={threat.eps:g}"
         shown = AttackProgress(progress, label, todo.shape[0], attack.config())
         cost, hits = Cost(), []

@@ -72,7 +72,7 @@ def render_extract_html(data: dict[str, Any]) -> str:
     )
     defense_html = [
         f"<h2>Defense: {escape(d['defense'])}, and its cost to honest users</h2>"
-        + kv_table({k: v for k, v in d.items() if k != "defense"})
+        + kv_table(_for_people(d, DEFENSE_LABELS))
         for d in defenses
     ]
     return "\n".join(
@@ -91,7 +91,7 @@ def render_extract_html(data: dict[str, Any]) -> str:
             table,
             *defense_html,
             "<h2>The copy as a surrogate (transfer attack)</h2>",
-            kv_table({k: v for k, v in transfer.items() if k != "blackbox"}),
+            kv_table(_for_people(transfer, TRANSFER_LABELS)),
             _blackbox_html(transfer.get("blackbox"), transfer),
             config_section(data["config"], data["versions"]),
             "</main></body></html>",
@@ -183,3 +183,38 @@ def extract_summary(report: dict[str, Any]) -> str:
                 f"{box['ladder'][-1]['queries_per_point']} queries per point"
             )
     return "\n".join([*lines, *(f"warning: {w}" for w in report.get("warnings") or [])])
+
+
+# report.json keys -> how the HTML names them; shares print as percentages
+DEFENSE_LABELS = {
+    "label_accuracy": "honest users: accuracy of the returned labels",
+    "label_accuracy_undefended": "the same without the defense",
+    "label_accuracy_cost": "accuracy lost by honest users",
+    "labels_changed": "returned labels changed",
+    "probability_change_mean": "probability change, mean (total variation)",
+    "probability_change_max": "probability change, largest",
+    "fidelity_without": "copy fidelity without the defense",
+    "fidelity_with": "copy fidelity with the defense",
+    "fidelity_drop": "fidelity lost by the attacker",
+}
+TRANSFER_LABELS = {
+    "clean_accuracy": "target accuracy, clean",
+    "copy_robust_accuracy": "target accuracy under the attack from the copy",
+    "copy_surrogate_accuracy": "the copy's own accuracy",
+    "independent_robust_accuracy": "target accuracy under the attack from an independent surrogate",
+    "independent_surrogate_accuracy": "the independent surrogate's own accuracy",
+    "robust_accuracy": "target robust accuracy (from the copy)",
+}
+_SHARES = ("accuracy", "fidelity", "labels_changed")
+
+
+def _for_people(values: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """`values` keyed by their labels (unknown keys kept as they are, nested ones dropped),
+    shares in [0, 1] as percentages."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict | list) or key == "defense":
+            continue
+        share = isinstance(value, float) and any(part in key for part in _SHARES)
+        out[labels.get(key, key.replace("_", " "))] = pct(value) if share else value
+    return out

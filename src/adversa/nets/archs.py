@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from adversa.nets.pooled import pool_cnn_builder
 from adversa.nets.resnet import build_resnet, build_wide_resnet
 from adversa.nets.small import cnn_builder, mlp_builder
 from adversa.nets.vit import build_vit_tiny
@@ -14,6 +15,7 @@ from adversa.registry import Registry
 ARCHS: Registry[nn.Module] = Registry("architecture")
 ARCHS.register("small-cnn")(cnn_builder((16, 32), 100))  # Wong & Kolter's "small": 166k params
 ARCHS.register("wide-cnn")(cnn_builder((32, 64), 128))  # twice the channels, for adv. training
+ARCHS.register("pool-cnn")(pool_cnn_builder((16, 32, 64), 128))  # VGG-style, any side >= 8
 ARCHS.register("mlp")(mlp_builder((64, 32)))
 ARCHS.register("mlp-wide")(mlp_builder((256, 128)))
 ARCHS.register("resnet18")(build_resnet(18, "imagenet"))  # 224x224 colour, 11.7M params

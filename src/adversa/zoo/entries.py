@@ -18,7 +18,7 @@ from adversa.errors import BadInput
 from adversa.registry import Registry
 from adversa.train.config import TrainConfig
 
-DEFENSES: tuple[str, ...] = ("none", "pgd-at", "trades")
+DEFENSES: tuple[str, ...] = ("none", "pgd-at", "trades", "patch-ablation")
 ADVERSARIAL: tuple[str, ...] = ("pgd-at", "trades")
 ZOO_FORMAT = 2  # bump when training code changes in a way that should invalidate caches
 # 2: trained by adversa.train.loop.train (per-epoch seeded order; full-PGD adversary)
@@ -143,6 +143,36 @@ for _entry in (
         epochs=30,
         batch_size=32,
         description="MLP 64-256-128-10 on scikit-learn's 8x8 digits",
+    ),
+    ZooEntry(
+        name="signs-cnn",
+        data="signs",
+        arch="pool-cnn",
+        epochs=25,
+        lr=2e-3,
+        description="PoolCNN on 3,200 synthetic road signs (8 classes, 32x32 colour), "
+        "standard training",
+    ),
+    ZooEntry(
+        name="face-cnn",
+        data="faces",
+        arch="pool-cnn",
+        epochs=30,
+        batch_size=16,
+        lr=2e-3,
+        description="PoolCNN face detector (face vs non-face) on scikit-image's lfw_subset, "
+        "160 train images",
+    ),
+    ZooEntry(
+        name="mnist-cnn-ablated",
+        data="mnist",
+        arch="ablated-strip-column2",
+        defense="patch-ablation",
+        epochs=60,
+        lr=2e-3,
+        description="Base classifier for patch smoothing (Levine & Feizi 2020) on 4,000 MNIST "
+        "digits: an MLP on the kept band of 2 columns and its position, 4 random bands per "
+        "digit and step",
     ),
 ):
     ZOO_ENTRIES.register(_entry.name)(functools.partial(dataclasses.replace, _entry))
