@@ -134,7 +134,7 @@ BAD_INPUTS = {
     "missing model file": ({"--model": "missing/model.pt"}, "no such file"),
     "NaN in the data": ({"--data": "nan"}, "NaN"),
     "bad bounds": ({"--bounds": "0"}, "--bounds must be LO,HI"),
-    "bad n": ({"--n": "0"}, "--n must be >= 1"),
+    "bad n": ({"--n": "0"}, r"--n \(--n-points\) must be >= 1"),
     "missing cuda": ({"--device": "cuda"}, "CUDA is not available"),
 }
 

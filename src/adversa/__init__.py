@@ -7,6 +7,9 @@ from adversa.evaluation.report import Report
 from adversa.model import Cost, Model
 from adversa.threat import ThreatModel
 
+# the physical attacks register in ATTACKS on import: "patch" and "rp2"
+from adversa.physical import patch_attack, rp2  # noqa: F401  isort: skip
+
 __version__ = "0.1.0"
 
 __all__ = [

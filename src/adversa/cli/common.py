@@ -93,7 +93,8 @@ parse_batch_size.__name__ = "batch size (a positive integer or auto)"
 
 def check_positive(flag: str, value: int) -> None:
     if value < 1:
-        raise BadInput(f"{flag} must be >= 1, got {value}")
+        named = "--n (--n-points)" if flag == "--n" else flag  # either spelling was typed
+        raise BadInput(f"{named} must be >= 1, got {value}")
 
 
 def check_device(device: str) -> None:

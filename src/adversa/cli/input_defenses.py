@@ -94,7 +94,7 @@ def cmd_train_reformer(args: argparse.Namespace) -> int:
     data = load_data(args.data, split=split)
     if args.n is not None:
         if args.n < 1:
-            raise BadInput(f"--n must be >= 1, got {args.n}")
+            raise BadInput(f"--n (--n-points) must be >= 1, got {args.n}")
         data = data.take(args.n)
     if data.kind != "image":
         raise BadInput(f"{args.data}: the reformer needs image data, got {data.kind} data")
