@@ -38,9 +38,18 @@ def batch(digits_mlp):
     return model, x[idx], y[idx]
 
 
+IMAGE_ONLY = {"patch"}  # attacks that need images: the digits as 8x8 images
+
+
+def _as_images(batch):
+    model, x, y = batch
+    net = torch.nn.Sequential(torch.nn.Flatten(), model.module)
+    return adversa.Model(net, num_classes=10), x.view(-1, 1, 8, 8), y
+
+
 @pytest.mark.parametrize(("name", "norm"), CASES, ids=[f"{n}-{p}" for n, p in CASES])
 def test_eps_zero_returns_x_and_fools_only_the_mistakes(name, norm, batch, digits_surrogate):
-    model, x, y = batch
+    model, x, y = _as_images(batch) if name in IMAGE_ONLY else batch
     result = _attack(name, norm, digits_surrogate)(model, x, y)
     assert torch.equal(result.x_adv, x), f"{name} at {norm} eps=0 moved the input"
     assert torch.equal(result.success, model.predict(x) != y)
@@ -49,12 +58,15 @@ def test_eps_zero_returns_x_and_fools_only_the_mistakes(name, norm, batch, digit
 
 @pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
 def test_evaluate_at_eps_zero_robust_equals_clean(norm, batch, digits_surrogate):
-    model, x, y = batch
     names = [name for name, p in CASES if p == norm and name != "transfer"]
-    attacks = [_attack(name, norm, digits_surrogate) for name in names]
-    result = adversa.evaluate(model, x, y, ThreatModel(norm=norm, eps=0.0), attacks, checks=False)
-    assert result.robust_accuracy == result.clean_accuracy
-    assert all(a.newly_broken == 0 for a in result.attacks)
+    flat = [_attack(name, norm, digits_surrogate) for name in names if name not in IMAGE_ONLY]
+    images = [_attack(name, norm, digits_surrogate) for name in names if name in IMAGE_ONLY]
+    threat = ThreatModel(norm=norm, eps=0.0)
+    for (m, xs, ys), attacks in ((batch, flat), (_as_images(batch), images)):
+        if attacks:
+            result = adversa.evaluate(m, xs, ys, threat, attacks, checks=False)
+            assert result.robust_accuracy == result.clean_accuracy
+            assert all(a.newly_broken == 0 for a in result.attacks)
 
 
 def test_simba_l2_eps_zero_with_a_step_size(batch):

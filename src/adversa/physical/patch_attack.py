@@ -7,10 +7,11 @@ harness verifies each patched image with a fresh forward pass as for any attack.
 trained on one split and measured on another (held-out success, by size, by transformation)
 use `adversa patch` or `adversa.physical.patch.train_patch` / `evaluate_patch`.
 
-Threat: linf with eps equal to the box width (a patch sets the pixels under it to anything),
-or a `MaskedThreat` whose mask contains the patch's places. Targeted: every label in `y` is
-the one target class. Cost: `steps` forward and backward passes on `batch_size` images, plus
-the harness's verification.
+Threat: linf with eps equal to the box width for the usual patch (it sets the pixels under
+it to anything), or a smaller eps for a patch whose pixels stay within eps of the image (the
+harness's projection), or a `MaskedThreat` whose mask contains the patch's places.
+Targeted: every label in `y` is the one target class. Cost: `steps` forward and backward
+passes on `batch_size` images, plus the harness's verification.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from torch import Tensor
 from adversa.attacks.base import AttackBase, register_attack
 from adversa.errors import BadInput, ShapeError
 from adversa.model import Model
-from adversa.physical.masked import MaskedThreat
 from adversa.physical.patch import PatchConfig, place_patch, train_patch
 from adversa.physical.transforms import Transforms
 
@@ -43,12 +43,6 @@ class PatchAttack(AttackBase):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        lo, hi = self.threat.bounds
-        if not isinstance(self.threat, MaskedThreat) and self.threat.eps < hi - lo:
-            raise BadInput(
-                f"attack 'patch' sets the pixels under the patch to anything: it needs linf eps "
-                f"equal to the box width ({hi - lo:g}) or a MaskedThreat, got eps={self.threat.eps}"
-            )
         self._config(None)  # checks size, shape, position, steps, lr and batch_size
 
     def _config(self, target: int | None, n: int | None = None) -> PatchConfig:
@@ -65,6 +59,8 @@ class PatchAttack(AttackBase):
         )
 
     def _perturb(self, model: Model, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
+        if self.threat.eps == 0:
+            return x  # nothing under the patch may change
         if x.dim() != 4:
             raise ShapeError(f"attack 'patch' needs images (B, C, H, W), got {tuple(x.shape)}")
         target = None
