@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adversa.defenses.base import DEFENSES, BatchMetrics, DefenseBase, StepContext
+from adversa.defenses.objectives import unwrap
 from adversa.errors import BadInput, ShapeError, describe, is_integer
 from adversa.nets import ARCHS
 from adversa.nets.small import cnn_builder
@@ -313,8 +314,7 @@ class AblationTraining(DefenseBase):
         y: Tensor,
         ctx: StepContext,
     ) -> BatchMetrics:
-        wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-        net = module.module if isinstance(module, wrappers) else module
+        net = unwrap(module)
         if not isinstance(net, AblatedClassifier):
             raise BadInput(
                 f"defense 'patch-ablation' trains an ablated architecture "

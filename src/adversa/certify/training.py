@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from adversa.certify.bounds import margins
 from adversa.defenses.base import DEFENSES, BatchMetrics, DefenseBase, StepContext
+from adversa.defenses.objectives import unwrap
 from adversa.errors import BadInput, describe
 from adversa.model import Model
 from adversa.threat import ThreatModel
@@ -45,11 +46,6 @@ from adversa.threat import ThreatModel
 def _share(name: str, value: float) -> None:
     if not (isinstance(value, int | float) and 0 <= value <= 1):
         raise BadInput(f"{name} must be in [0, 1], got {value!r}")
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-    return module.module if isinstance(module, wrappers) else module
 
 
 def _step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
@@ -126,7 +122,7 @@ class IBPTraining(DefenseBase):
             return BatchMetrics(value, value, _correct(logits, y))
         threat = self.threat.with_eps(schedule["eps"])
         methods = tuple(m for m in self.methods if m == "ibp" or schedule.get("beta", 0) > 0)
-        margin = self.mix(margins(_unwrap(module), x, y, threat, methods), schedule)
+        margin = self.mix(margins(unwrap(module), x, y, threat, methods), schedule)
         robust = F.cross_entropy(-margin, y)
         loss = kappa * clean + (1 - kappa) * robust
         _step(optimizer, loss)
@@ -201,7 +197,7 @@ class GaussianAugmentation(DefenseBase):
         logits = module(x + self.sigma * noise)
         loss = F.cross_entropy(logits, y)
         _step(optimizer, loss)
-        inner = Model(_unwrap(module))
+        inner = Model(unwrap(module))
         with torch.no_grad(), inner.eval_mode():
             clean_logits = inner(x)
         return BatchMetrics(

@@ -67,6 +67,23 @@ def add_normalize_option(parser: Any) -> None:
     parser.add_argument("--normalize", metavar="NAME|MEANS/STDS", help=NORMALIZE_HELP)
 
 
+def add_model_options(parser: Any) -> None:
+    """--model, --weights, --normalize and --trust-model-file, as `model_options` reads them."""
+    parser.add_argument("--model", required=True, help="zoo name, training directory, file, ...")
+    parser.add_argument("--weights", help="state_dict for a file.py:factory model")
+    add_normalize_option(parser)
+    parser.add_argument("--trust-model-file", action="store_true", help="allow .pt2 / sklearn:PATH")
+
+
+def model_options(args: Any) -> dict[str, Any]:
+    """The `load_model` keywords the options of `add_model_options` give."""
+    return {
+        "weights": args.weights,
+        "trust_model_file": args.trust_model_file,
+        "normalize": args.normalize,
+    }
+
+
 def add_autocast_option(parser: Any) -> None:
     """`--autocast`: attacks search in reduced precision, verification stays in full."""
     parser.add_argument(

@@ -18,7 +18,7 @@ import argparse
 import sys
 from typing import Any
 
-from adversa.cli.common import EXIT_OK, add_normalize_option, check_positive
+from adversa.cli.common import EXIT_OK, add_model_options, check_positive, model_options
 from adversa.data import list_datasets, load_data
 from adversa.extraction import POOLS, load_pool_groups
 from adversa.extraction.report import extract_summary, write_extract_reports
@@ -34,10 +34,7 @@ def add_extract_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "API-side defenses and the copy as a transfer surrogate; writes report.json and "
         "report.html",
     )
-    ex.add_argument("--model", required=True, help="zoo name, training directory, file, ...")
-    ex.add_argument("--weights", help="state_dict for a file.py:factory model")
-    add_normalize_option(ex)
-    ex.add_argument("--trust-model-file", action="store_true", help="allow .pt2 / sklearn:PATH")
+    add_model_options(ex)
     ex.add_argument(
         "--data",
         default="digits-28",
@@ -104,11 +101,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
     pool, groups = load_pool_groups(args.data, args.queries, args.seed)
     model = load_model(
         args.model,
-        weights=args.weights,
+        **model_options(args),
         num_classes=test.num_classes,
         bounds=test.bounds,
-        trust_model_file=args.trust_model_file,
-        normalize=args.normalize,
     )
     report = plan.run(
         model,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from adversa.cli.common import EXIT_OK, RichProgress, add_normalize_option
+from adversa.cli.common import EXIT_OK, RichProgress, add_model_options, model_options
 from adversa.errors import BadInput
 from adversa.jobs.patch import SIZES, PatchPlan, patch_data
 from adversa.load import load_model
@@ -31,10 +31,7 @@ def add_patch_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         help="adversarial patch (Brown et al. 2017) trained with EOT; success on held-out "
         "images under fresh transformations; writes report.json and report.html",
     )
-    pa.add_argument("--model", required=True, help="zoo name, training directory, file, ...")
-    pa.add_argument("--weights", help="state_dict for a file.py:factory model")
-    add_normalize_option(pa)
-    pa.add_argument("--trust-model-file", action="store_true", help="allow .pt2 / sklearn:PATH")
+    add_model_options(pa)
     pa.add_argument("--data", required=True, help="images: built-in name, .npz or folder")
     pa.add_argument("--size", type=float, default=0.1, help="patch area, fraction in (0, 0.5]")
     pa.add_argument("--shape", default="square", help="square, circle or MASK.png (white=in)")
@@ -80,11 +77,9 @@ def cmd_patch(args: argparse.Namespace) -> int:
     with RichProgress() as progress:
         model = load_model(
             args.model,
-            weights=args.weights,
+            **model_options(args),
             num_classes=test.num_classes,
             bounds=test.bounds,
-            trust_model_file=args.trust_model_file,
-            normalize=args.normalize,
             progress=progress,
         )
         report = plan.run(model, train, test, progress)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from adversa.cli.common import EXIT_OK, RichProgress, add_normalize_option, parse_eps
+from adversa.cli.common import EXIT_OK, RichProgress, add_model_options, model_options, parse_eps
 from adversa.data import list_datasets, load_data
 from adversa.errors import BadInput
 from adversa.jobs.universal import UniversalPlan, split_held_out
@@ -33,10 +33,7 @@ def add_universal_parser(commands: Any, common: argparse.ArgumentParser) -> None
         "inputs; held-out fooling rate per class beside a random control; writes report.json "
         "and report.html",
     )
-    un.add_argument("--model", required=True, help="zoo name, training directory, file, ...")
-    un.add_argument("--weights", help="state_dict for a file.py:factory model")
-    add_normalize_option(un)
-    un.add_argument("--trust-model-file", action="store_true", help="allow .pt2 / sklearn:PATH")
+    add_model_options(un)
     un.add_argument("--data", required=True, help="built-in name (train/test splits) or a file")
     un.add_argument(
         "--test-data",
@@ -90,11 +87,9 @@ def cmd_universal(args: argparse.Namespace) -> int:
         train, test = split_held_out(load_data(args.data), args.seed)
     model = load_model(
         args.model,
-        weights=args.weights,
+        **model_options(args),
         num_classes=test.num_classes,
         bounds=test.bounds,
-        trust_model_file=args.trust_model_file,
-        normalize=args.normalize,
     )
     with RichProgress() as progress:
         outcome = plan.run(model, train, test, progress=progress)

@@ -2,8 +2,8 @@
 the report dict alone: `config.backdoor` holds the directory, the target class, the clean
 accuracy and attack success rate on the evaluated points, and a few triggered examples (index,
 label, predictions, the triggered input as a PNG data URI). Clean accuracy and ASR are always
-shown together. `without_backdoor` is the configuration table's view of `config`: the
-section shows the backdoor, the table does not repeat it as a raw mapping."""
+shown together. The section shows the backdoor; the configuration table names only its
+directory (`html.SECTION_OPTIONS`)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,7 @@ from typing import Any
 
 from adversa.render import cards, pct
 
-__all__ = ["backdoor_section", "without_backdoor"]
-
-
-def without_backdoor(config: Mapping[str, Any]) -> dict[str, Any]:
-    """`config` with `backdoor` reduced to its directory (the option the user gave)."""
-    out = dict(config)
-    if isinstance(out.get("backdoor"), Mapping):
-        out["backdoor"] = out["backdoor"].get("dir", "")
-    return out
+__all__ = ["backdoor_section"]
 
 
 def backdoor_section(data: Mapping[str, Any]) -> str:

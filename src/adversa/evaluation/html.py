@@ -5,13 +5,13 @@ Every string that comes from the user or the data is escaped."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
 import torch
 
-from adversa.evaluation.backdoor_section import backdoor_section, without_backdoor
+from adversa.evaluation.backdoor_section import backdoor_section
 from adversa.evaluation.battery import EvalResult, SweepResult
 from adversa.evaluation.html_sections import (
     certified_by_eps,
@@ -23,7 +23,7 @@ from adversa.evaluation.html_sections import (
     masking_section,
     points_caption,
 )
-from adversa.evaluation.mask_section import mask_section, without_mask
+from adversa.evaluation.mask_section import mask_section
 from adversa.evaluation.report import Report
 from adversa.render import (
     cards,
@@ -76,7 +76,7 @@ def render_html(
         parts.append(_gallery(first, kind, class_names, feature_names, data.get("feature_changes")))
     parts.append(
         config_section(
-            {**without_mask(without_backdoor(data["config"])), "seed": data["seed"]},
+            {**_config_view(data["config"]), "seed": data["seed"]},
             data["versions"],
         )
     )
@@ -271,3 +271,19 @@ def _feature(j: int, feature_names: Sequence[str] | None) -> str:
     return (
         str(feature_names[j]) if feature_names is not None and j < len(feature_names) else f"x[{j}]"
     )
+
+
+# config entries a section of the page shows in full -> the field the configuration table
+# keeps of each (the option the user gave)
+SECTION_OPTIONS = {"backdoor": "dir", "mask": "spec"}
+
+
+def _config_view(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` for the configuration table: each entry a section shows in full reduced to
+    the option the user gave."""
+    return {
+        key: value.get(SECTION_OPTIONS[key], "")
+        if key in SECTION_OPTIONS and isinstance(value, Mapping)
+        else value
+        for key, value in config.items()
+    }

@@ -1,8 +1,7 @@
 """The mask section of `report.html` for `adversa evaluate --mask`, rendered from the report
 dict alone: `config.mask` holds the option given, the pixels inside, their share of the image
-area and the mask as a PNG data URI (`adversa.physical.masks.mask_summary`). `without_mask`
-is the configuration table's view of `config`: the section shows the mask, the table names
-only the option."""
+area and the mask as a PNG data URI (`adversa.physical.masks.mask_summary`). The section
+shows the mask; the configuration table names only the option (`html.SECTION_OPTIONS`)."""
 
 from __future__ import annotations
 
@@ -12,15 +11,7 @@ from typing import Any
 
 from adversa.render import cards, pct
 
-__all__ = ["mask_section", "without_mask"]
-
-
-def without_mask(config: Mapping[str, Any]) -> dict[str, Any]:
-    """`config` with `mask` reduced to the option the user gave."""
-    out = dict(config)
-    if isinstance(out.get("mask"), Mapping):
-        out["mask"] = out["mask"].get("spec", "")
-    return out
+__all__ = ["mask_section"]
 
 
 def mask_section(data: Mapping[str, Any]) -> str:
