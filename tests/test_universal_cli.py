@@ -90,7 +90,7 @@ def test_universal_uap_on_a_data_file_splits_it(digits_files, tmp_path, capsys) 
         (["--eps", "0.1", "--method", "uap", "--transforms", "noise=0.1"], r"--transforms: uap"),
         (["--eps", "0.1", "--transforms", "spin=2"], r"--transforms"),
         (["--eps", "0.1", "--transforms", "noise=0.1"], r"--transforms noise=0.1: .*need images"),
-        (["--eps", "0.1", "--n", "0"], r"--n must be an integer >= 1, got 0"),
+        (["--eps", "0.1", "--n", "0"], r"--n \(--n-points\) must be an integer >= 1, got 0"),
         (["--eps", "0.1", "--method", "uap", "--restarts", "2"], r"--restarts 2: only sgd-uap"),
     ],
 )

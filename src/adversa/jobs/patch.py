@@ -81,7 +81,8 @@ class PatchPlan:
         for name in ("n", "size_steps"):
             value = getattr(self, name)
             if not is_integer(value) or value < 1:
-                raise BadInput(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+                flag = "n (--n-points)" if name == "n" else name.replace("_", "-")
+                raise BadInput(f"--{flag} must be an integer >= 1, got {value!r}")
         if not is_integer(self.examples) or self.examples < 0:
             raise BadInput(f"examples must be an integer >= 0, got {self.examples!r}")
         for size in self.sizes:

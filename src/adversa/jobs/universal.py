@@ -76,7 +76,7 @@ class UniversalPlan:
         for name in ("n", "n_eval", "batch_size", "restarts", "examples", "epochs"):
             value = getattr(self, name)
             if (value is not None or name != "epochs") and not (is_integer(value) and value >= 1):
-                flag = name.replace("_", "-")
+                flag = "n (--n-points)" if name == "n" else name.replace("_", "-")
                 raise BadInput(f"--{flag} must be an integer >= 1, got {describe(value)}")
         Transforms.parse(self.transforms)
         if self.restarts > 1 and self.method != "sgd-uap":
