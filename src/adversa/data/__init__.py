@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from adversa.data.builtin import DATASETS, SPLIT_SEED, SPLITS, load_builtin, stratified_split
+from adversa.data.builtin import DATASETS, load_builtin
 from adversa.data.dataset import Dataset, unscale
 from adversa.data.files import load_path
+from adversa.data.splits import SPLIT_SEED, SPLITS, stratified_split
 from adversa.errors import BadInput, UnknownName
 
 __all__ = [

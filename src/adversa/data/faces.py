@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from adversa.data.dataset import Dataset
+from adversa.data.splits import select, split_meta
 
 FACE_CLASSES: tuple[str, ...] = ("face", "non-face")
 SOURCE = "skimage.data.lfw_subset (100 LFW faces, 100 non-face crops, 25x25 grey)"
@@ -35,10 +36,8 @@ def faces_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 def load_faces(split: str) -> Dataset:
     """The "faces" built-in: `split` is "train", "test" or "all" (stratified, seeded)."""
-    from adversa.data.builtin import _select, _split_meta  # builtin registers this lazily
-
     x, y = faces_arrays()
-    xs, ys = _select(x, y, split)
+    xs, ys = select(x, y, split)
     return Dataset(
         name="faces",
         x=torch.tensor(xs),
@@ -46,5 +45,5 @@ def load_faces(split: str) -> Dataset:
         num_classes=2,
         kind="image",
         class_names=FACE_CLASSES,
-        meta=_split_meta(SOURCE, split, len(y)),
+        meta=split_meta(SOURCE, split, len(y)),
     )

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from adversa.data.dataset import Dataset
+from adversa.data.splits import scaled_table
 from adversa.rng import make_generator
 
 FRAUD_SEED = 0  # seeds the generator; the table is a pure function of it
@@ -90,8 +91,6 @@ def fraud_arrays(seed: int = FRAUD_SEED, n: int = N_ROWS) -> tuple[np.ndarray, n
 
 def load_fraud(split: str) -> Dataset:
     """The "fraud" built-in: `split` is "train", "test" or "all" (stratified, seeded)."""
-    from adversa.data.builtin import scaled_table
-
     x, y = fraud_arrays()
     scaled, ys, meta = scaled_table(
         x,

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from adversa.data.dataset import Dataset
+from adversa.data.splits import split_meta, stratified_split
 from adversa.errors import BadInput
 from adversa.rng import make_generator
 
@@ -298,8 +299,6 @@ def _builtin() -> SignImages:
 
 
 def _split_index(split: str) -> Tensor:
-    from adversa.data.builtin import stratified_split  # builtin registers this module lazily
-
     if split == "all":
         return torch.arange(_builtin().y.shape[0])
     train_idx, test_idx = stratified_split(_builtin().y.numpy())
@@ -314,10 +313,8 @@ def sign_alpha(split: str) -> Tensor:
 
 def load_signs(split: str) -> Dataset:
     """The "signs" built-in: `split` is "train", "test" or "all" (stratified, seeded)."""
-    from adversa.data.builtin import _split_meta
-
     images, idx = _builtin(), _split_index(split)
-    meta = _split_meta(
+    meta = split_meta(
         f"adversa.data.signs (synthetic road signs, seed {SIGNS_SEED}, "
         f"backgrounds from skimage.data)",
         split,

@@ -31,8 +31,7 @@ import torch
 from torch import Tensor
 
 from adversa.checks import check_labels
-from adversa.data import list_datasets, load_data
-from adversa.data.builtin import stratified_split
+from adversa.data import list_datasets, load_data, stratified_split
 from adversa.data.dataset import Dataset
 from adversa.errors import BadInput, describe
 from adversa.jobs.checks import check_fits
