@@ -186,6 +186,7 @@ def load_model(
     trust_model_file: bool = False,
     normalize: str | None = None,
     autocast: str | None = None,
+    channels_last: bool = False,
 ) -> Model:
     """Load `spec` (zoo name, TorchScript, `.pt2`, `file.py:factory`, a directory written
     by `adversa train`, or `sklearn:path.joblib`) as a `Model`.
@@ -200,8 +201,8 @@ def load_model(
     factory's initialisation is used, with a warning) and, when given with a zoo name or an
     archive, replaces the weights it holds. `normalize` (`imagenet`, `cifar10` or
     `MEANS/STDS`, `nets.parse_normalization`) puts that normalisation in front of the model.
-    `autocast` ("bfloat16", "float16") lets attacks search in that precision (`Model`); PyTorch
-    models only.
+    `autocast` ("bfloat16", "float16") lets attacks search in that precision and
+    `channels_last` runs convolutions in that memory layout (`Model`); PyTorch models only.
     Errors: `ModelLoadError` for files that cannot be loaded, `UnknownName` for a name that is
     neither a zoo model nor an existing file.
     """
@@ -218,8 +219,7 @@ def load_model(
 
         if normalize is not None:
             raise BadInput(f"--normalize {normalize}: a scikit-learn model takes no normalisation")
-        if autocast is not None:
-            raise BadInput(f"--autocast {autocast}: applies to PyTorch models, not {spec}")
+        _pytorch_only(autocast, channels_last, spec)
 
         return load_sklearn(
             spec.removeprefix("sklearn:"), trust_model_file=trust_model_file, bounds=bounds
@@ -256,8 +256,7 @@ def load_model(
         elif safeload.file_kind(path) == safeload.ONNX:
             if weights_path is not None:
                 raise BadInput(f"--weights {weights}: an ONNX model holds its weights; drop it")
-            if autocast is not None:
-                raise BadInput(f"--autocast {autocast}: applies to PyTorch models, not ONNX")
+            _pytorch_only(autocast, channels_last, "ONNX")
             return load_onnx(
                 path, device=device, num_classes=num_classes, bounds=bounds, mean=mean, std=std
             )
@@ -275,7 +274,15 @@ def load_model(
         mean=mean,
         std=std,
         autocast=autocast,
+        channels_last=channels_last,
     )
+
+
+def _pytorch_only(autocast: str | None, channels_last: bool, what: str) -> None:
+    if autocast is not None:
+        raise BadInput(f"--autocast {autocast}: applies to PyTorch models, not {what}")
+    if channels_last:
+        raise BadInput(f"--channels-last: applies to PyTorch models, not {what}")
 
 
 def load_model_file(

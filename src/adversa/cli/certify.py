@@ -35,9 +35,10 @@ from adversa.certify.report import write_certify_reports
 from adversa.cli.common import (
     EXIT_OK,
     RichProgress,
-    add_normalize_option,
+    add_model_options,
     check_device,
     check_positive,
+    model_options,
     parse_attacks,
     parse_bounds,
     parse_eps,
@@ -66,15 +67,7 @@ def add_certify_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "--attack-check also "
         "attacks the same points at the same eps and flags any contradiction as a BUG.",
     )
-    ce.add_argument("--model", required=True, help="zoo name, file.py:factory (with --weights)")
-    ce.add_argument("--weights", help="state_dict for a file.py:factory model")
-    add_normalize_option(ce)
-    ce.add_argument(
-        "--trust-model-file",
-        action="store_true",
-        help="allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
-        "which runs code from the file",
-    )
+    add_model_options(ce, model_help="zoo name, file.py:factory (with --weights)")
     ce.add_argument("--data", required=True, help="built-in name, .npz, .csv or image folder")
     ce.add_argument("--label-column", help="the label column of a .csv dataset")
     ce.add_argument("--bounds", help="input range LO,HI (default: the dataset's)")
@@ -154,13 +147,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     bounds = plan.threat(dataset).bounds  # a bad eps or bounds fails before the model loads
     with RichProgress() as progress:
         model = load_model(
-            args.model,
-            weights=args.weights,
-            device=args.device,
-            progress=progress,
-            bounds=bounds,
-            trust_model_file=args.trust_model_file,
-            normalize=args.normalize,
+            args.model, device=args.device, progress=progress, bounds=bounds, **model_options(args)
         )
         report = plan.run(model, dataset, progress)
     json_path, html_path = write_certify_reports(args.out, report)

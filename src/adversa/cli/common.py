@@ -67,12 +67,29 @@ def add_normalize_option(parser: Any) -> None:
     parser.add_argument("--normalize", metavar="NAME|MEANS/STDS", help=NORMALIZE_HELP)
 
 
-def add_model_options(parser: Any) -> None:
-    """--model, --weights, --normalize and --trust-model-file, as `model_options` reads them."""
-    parser.add_argument("--model", required=True, help="zoo name, training directory, file, ...")
-    parser.add_argument("--weights", help="state_dict for a file.py:factory model")
+MODEL_HELP = "zoo name, training directory, file, ..."
+WEIGHTS_HELP = "state_dict for a file.py:factory model"
+TRUST_HELP = (
+    "allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
+    "which runs code from the file"
+)
+
+
+def add_model_options(
+    parser: Any,
+    *,
+    model_help: str = MODEL_HELP,
+    weights_help: str = WEIGHTS_HELP,
+    trust_help: str = TRUST_HELP,
+) -> None:
+    """--model (required), --weights, --normalize and --trust-model-file, in that order, as
+    `model_options` reads them: the one declaration every command that loads a model uses.
+    The helps say what differs per command (which files --model takes, which options the
+    trust covers)."""
+    parser.add_argument("--model", required=True, help=model_help)
+    parser.add_argument("--weights", help=weights_help)
     add_normalize_option(parser)
-    parser.add_argument("--trust-model-file", action="store_true", help="allow .pt2 / sklearn:PATH")
+    parser.add_argument("--trust-model-file", action="store_true", help=trust_help)
 
 
 def model_options(args: Any) -> dict[str, Any]:
@@ -84,13 +101,20 @@ def model_options(args: Any) -> dict[str, Any]:
     }
 
 
-def add_autocast_option(parser: Any) -> None:
-    """`--autocast`: attacks search in reduced precision, verification stays in full."""
+def add_speed_options(parser: Any) -> None:
+    """`--autocast` (attacks search in reduced precision, verification stays in full) and
+    `--channels-last` (convolutions in the faster memory layout, the same values)."""
     parser.add_argument(
         "--autocast",
         choices=("bfloat16", "float16"),
         help="run the attacks' searches under torch.autocast in this precision (where the "
         "device supports it); every reported success is verified in the model's own precision",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="run the model's convolutions in the channels-last memory layout: the same "
+        "results, faster on CPU and on tensor-core GPUs (docs/models.md)",
     )
 
 

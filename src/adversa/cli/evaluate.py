@@ -24,9 +24,10 @@ from adversa.class_metrics import evasion_line, recall_line
 from adversa.cli.common import (
     AUTO,
     EXIT_OK,
+    TRUST_HELP,
     RichProgress,
-    add_autocast_option,
-    add_normalize_option,
+    add_model_options,
+    add_speed_options,
     check_device,
     check_positive,
     parse_attacks,
@@ -65,24 +66,15 @@ def add_evaluate_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_model_options(ev: argparse.ArgumentParser) -> None:
-    ev.add_argument(
-        "--model",
-        required=True,
-        help="zoo name, TorchScript file, .pt2 archive (with --trust-model-file), "
+    add_model_options(
+        ev,
+        model_help="zoo name, TorchScript file, .pt2 archive (with --trust-model-file), "
         "path/file.py:factory (with --weights), or sklearn:path.joblib (with --trust-model-file)",
+        weights_help="state_dict (.pt, loaded weights-only) or .safetensors for a file.py:factory "
+        "model",
+        trust_help=f"{TRUST_HELP} (--model and --surrogate)",
     )
-    ev.add_argument(
-        "--trust-model-file",
-        action="store_true",
-        help="allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
-        "which runs code from the file (--model and --surrogate)",
-    )
-    ev.add_argument(
-        "--weights",
-        help="state_dict (.pt, loaded weights-only) or .safetensors for a file.py:factory model",
-    )
-    add_normalize_option(ev)
-    add_autocast_option(ev)
+    add_speed_options(ev)
     ev.add_argument(
         "--data",
         required=True,
@@ -257,6 +249,7 @@ def _plan(args: argparse.Namespace, names: list[str], data: Any) -> EvaluationPl
         "label_column": args.label_column,
         "device": args.device,
         "autocast": args.autocast,
+        "channels_last": args.channels_last,
         "surrogate": args.surrogate,
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }
@@ -319,6 +312,7 @@ def _load_on_all_ranks(
         trust_model_file=args.trust_model_file,
         normalize=args.normalize,
         autocast=args.autocast,
+        channels_last=args.channels_last,
     )
     if distributed.is_main():
         distributed.barrier()

@@ -25,7 +25,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from adversa.cli.common import EXIT_OK, add_normalize_option
+from adversa.cli.common import EXIT_OK, add_model_options, model_options
 from adversa.data import load_data
 from adversa.errors import BadInput
 from adversa.jobs.poison import (
@@ -65,15 +65,7 @@ def _add_backdoor_eval_parser(commands: Any, common: argparse.ArgumentParser) ->
     be = commands.add_parser(
         "backdoor-eval", parents=[common], help="clean accuracy and attack success rate"
     )
-    be.add_argument("--model", required=True)
-    be.add_argument("--weights")
-    add_normalize_option(be)
-    be.add_argument(
-        "--trust-model-file",
-        action="store_true",
-        help="allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
-        "which runs code from the file",
-    )
+    add_model_options(be)
     be.add_argument("--backdoor", required=True, help="directory written by `adversa poison`")
     be.add_argument("--data", help="test data (default: the manifest's data, test split)")
     be.add_argument("--label-column", help="the label column of a .csv --data")
@@ -87,15 +79,7 @@ def _add_inspect_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     ins.add_argument("--data", required=True)
     ins.add_argument("--label-column", help="the label column of a .csv dataset")
-    ins.add_argument("--model", required=True)
-    ins.add_argument("--weights")
-    add_normalize_option(ins)
-    ins.add_argument(
-        "--trust-model-file",
-        action="store_true",
-        help="allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
-        "which runs code from the file",
-    )
+    add_model_options(ins)
     ins.add_argument(
         "--detector",
         default="spectral",
@@ -145,12 +129,7 @@ def cmd_backdoor_eval(args: argparse.Namespace) -> int:
     backdoor = Backdoor.read(args.backdoor)
     label_column = args.label_column if args.data else None
     test = backdoor.test_data(args.data, label_column)
-    model = load_model(
-        args.model,
-        weights=args.weights,
-        trust_model_file=args.trust_model_file,
-        normalize=args.normalize,
-    )
+    model = load_model(args.model, **model_options(args))
     m = backdoor.report(model, test, f"--data {args.data or backdoor.manifest['data']}")
     print(
         f"clean accuracy {100 * m['clean_accuracy']:5.1f}%   "
@@ -174,12 +153,7 @@ def cmd_inspect_data(args: argparse.Namespace) -> int:
         retrain_epochs=4 if args.retrain_epochs is None else args.retrain_epochs,
         seed=args.seed,
     )
-    model = load_model(
-        args.model,
-        weights=args.weights,
-        trust_model_file=args.trust_model_file,
-        normalize=args.normalize,
-    )
+    model = load_model(args.model, **model_options(args))
     report = plan.run(model, dataset, source=args.data)
     _print_inspection(report, len(dataset))
     if args.out:

@@ -25,7 +25,14 @@ import functools
 import math
 from typing import Any
 
-from adversa.cli.common import EXIT_OK, RichProgress, add_normalize_option, check_positive
+from adversa.cli.common import (
+    EXIT_OK,
+    TRUST_HELP,
+    RichProgress,
+    add_model_options,
+    check_positive,
+    model_options,
+)
 from adversa.errors import BadInput
 from adversa.jobs.inversion import InversionPlan
 from adversa.jobs.privacy import MembershipPlan, candidates, target_recipe, training_splits
@@ -51,7 +58,7 @@ def add_privacy_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         "(Choquette-Choo et al. 2021). Members default to the model's training split, "
         "non-members to the test split.",
     )
-    _add_model_options(pr, "dataset (default: the zoo model's or training card's)")
+    _add_model_and_data_options(pr, "dataset (default: the zoo model's or training card's)")
     _add_membership_options(pr)
     pr.add_argument("--fpr", default="0.01,0.001", help="FPR targets for TPR, each in (0, 1)")
     pr.add_argument("--seed", type=int, default=0, help="seeds every random choice")
@@ -60,18 +67,12 @@ def add_privacy_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     _add_invert_parser(commands, common)
 
 
-def _add_model_options(parser: argparse.ArgumentParser, data_help: str, also: str = "") -> None:
-    """--model, --weights, --trust-model-file (whose help adds `also`), --data (helped by
+def _add_model_and_data_options(
+    parser: argparse.ArgumentParser, data_help: str, also: str = ""
+) -> None:
+    """The model options (--trust-model-file's help adds `also`), --data (helped by
     `data_help`) and --label-column."""
-    parser.add_argument("--model", required=True, help="zoo name, training directory, file, ...")
-    parser.add_argument("--weights", help="state_dict for a file.py:factory model")
-    add_normalize_option(parser)
-    parser.add_argument(
-        "--trust-model-file",
-        action="store_true",
-        help="allow loading a torch.export archive (.pt2) or sklearn:PATH.joblib; both unpickle, "
-        f"which runs code from the file{also}",
-    )
+    add_model_options(parser, trust_help=TRUST_HELP + also)
     parser.add_argument("--data", help=data_help)
     parser.add_argument("--label-column", help="the label column of a .csv dataset")
 
@@ -121,7 +122,7 @@ def _add_invert_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "class looks like to the model by gradient descent on the input. Needs gradient "
         "access.",
     )
-    _add_model_options(
+    _add_model_and_data_options(
         inv, "dataset for the input shape, class means, mean image", " (--model and --independent)"
     )
     inv.add_argument("--classes", help="comma-separated classes (default: all)")
@@ -210,12 +211,10 @@ def cmd_privacy(args: argparse.Namespace) -> int:
     with RichProgress() as progress:
         model = load_model(
             args.model,
-            weights=args.weights,
             progress=progress,
             num_classes=parts.dataset.num_classes,
             bounds=tuple(parts.dataset.bounds),
-            trust_model_file=args.trust_model_file,
-            normalize=args.normalize,
+            **model_options(args),
         )
         report = plan.run(model, parts, recipe, progress)
     _, html_path = write_membership_reports(args.out, report)
@@ -300,10 +299,10 @@ def cmd_invert(args: argparse.Namespace) -> int:
             progress=progress,
             num_classes=train.num_classes,
             bounds=tuple(train.bounds),
-            trust_model_file=args.trust_model_file,
         )
-        model = load(args.model, weights=args.weights, normalize=args.normalize)
-        independent = load(args.independent) if args.independent else None
+        model = load(args.model, **model_options(args))
+        trusted = args.trust_model_file  # --independent: no weights, no normalisation
+        independent = load(args.independent, trust_model_file=trusted) if args.independent else None
         run = plan.run(
             model, train, independent, progress, source=source, independent_name=args.independent
         )
