@@ -1,7 +1,7 @@
 """The channels-last memory layout for convolutional models (`Model(channels_last=True)`).
 
 On CPU (oneDNN) and on GPUs with tensor cores, convolutions in NHWC layout run faster than in
-the default NCHW: on one CPU thread, PGD-10 on ResNet-18 at 224x224 takes about 13% less
+the default NCHW: on one CPU thread, PGD-10 on ResNet-18 at 224x224 takes about 12% less
 time (docs/models.md). Only the layout changes, never a value's meaning, so the module's
 parameters are converted once and each 4-D input is converted on its way in. Gradients leave
 in the caller's layout, so attacks, reports and saved tensors never see the NHWC strides.
