@@ -113,6 +113,10 @@ def test_a_forward_that_needs_the_default_layout_is_named():
     assert Model(ViewsConvOutput())(x).shape == (4, 10)
     with pytest.raises(BadInput, match=r"--channels-last: model 'model' raised .*view"):
         Model(ViewsConvOutput(), channels_last=True)(x)
+    # an error of another kind is the model's own, and passes through unchanged
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        wrong_width = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(5, 10))
+        Model(wrong_width, channels_last=True)(x)
     with pytest.raises(BadInput, match="channels_last must be True or False, got 'yes'"):
         Model(ViewsConvOutput(), channels_last="yes")
 

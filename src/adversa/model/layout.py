@@ -46,6 +46,16 @@ def convert_module(module: nn.Module, channels_last: object) -> bool:
     return channels_last
 
 
+def is_layout_error(error: RuntimeError) -> bool:
+    """Whether `error` is what a forward assuming the default layout raises on channels-last
+    strides (`.view` on a tensor whose strides it cannot reinterpret); out-of-memory and
+    other errors are not the layout's and pass through."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return False
+    text = str(error)
+    return "view size is not compatible" in text or "stride" in text
+
+
 def layout_error(name: str, error: RuntimeError) -> BadInput:
     """The one line for a forward pass that raised in channels-last layout: the module's
     error, and the usual cause when the model runs in the default layout."""

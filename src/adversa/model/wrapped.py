@@ -21,7 +21,12 @@ from torch import Tensor, nn
 from adversa.errors import AccessError, BadInput, describe, is_integer
 from adversa.model.accepts import infer_num_classes
 from adversa.model.cost import Cost, CostCounter, CostMeter
-from adversa.model.layout import convert_module, layout_error, to_channels_last
+from adversa.model.layout import (
+    convert_module,
+    is_layout_error,
+    layout_error,
+    to_channels_last,
+)
 from adversa.model.options import AUTOCAST_DTYPES, check_autocast, check_normalization
 from adversa.model.outputs import describe_output, take_logits
 from adversa.nets.normalize import Normalize
@@ -84,7 +89,8 @@ class Model:
     `channels_last=True` converts the module's 4-D parameters to the channels-last memory
     layout (in place) and each 4-D input on its way in: faster convolutions on CPU and on
     tensor-core GPUs, the same values; gradients come back in the caller's layout. A forward
-    that raises in that layout raises `BadInput` naming the flag and the module's error.
+    that fails on that layout's strides (`.view`) raises `BadInput` naming the flag and the
+    module's error; any other error passes through unchanged.
 
     `meter` is the `CostMeter` the passes are counted in: a fresh one, or that of another
     model whose passes this one makes (a composite around a classifier), so that both count
@@ -187,6 +193,8 @@ class Model:
             try:
                 logits = self._run(to_channels_last(x))
             except RuntimeError as error:
+                if not is_layout_error(error):
+                    raise
                 raise layout_error(self.name, error) from error
         self.meter.record(logits, x.shape[0])
         return logits
