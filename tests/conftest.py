@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
 from adversa import Model
+from adversa.cli.main import main
 
 torch.set_num_threads(1)
+
+
+def refused(argv: list[str], capsys: pytest.CaptureFixture[str], pattern: str) -> str:
+    """Runs the command line `argv` and checks that it is refused as bad input: exit 2 and
+    one line on stderr, "adversa: error: ..." matching `pattern`, no traceback. The line."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("adversa: error: "), err
+    assert "Traceback" not in err
+    assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
 
 
 @pytest.fixture(scope="session", autouse=True)

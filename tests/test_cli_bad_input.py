@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import warnings
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import refused
 from PIL import Image
 from torch import nn
 
@@ -78,16 +78,6 @@ def _evaluate(files: dict[str, Path], *extra: str, out: Path | str | None = None
     return [*argv, "--out", str(out)] if out is not None else argv
 
 
-def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], pattern: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("adversa: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
-    return lines[0]
-
-
 # ------------------------------------------------------------------------------------ --out
 
 OUT_COMMANDS = {  # each command's other arguments; split on spaces (tmp paths have none)
@@ -113,7 +103,7 @@ def _command(name: str, files: dict[str, Path]) -> list[str]:
 def test_out_that_is_a_file_is_refused_before_any_work(command, files, capsys):
     argv = _command(command, files)
     start = time.perf_counter()
-    line = _refused([*argv, "--out", str(files["file"])], capsys, r"--out .*a_file\.txt")
+    line = refused([*argv, "--out", str(files["file"])], capsys, r"--out .*a_file\.txt")
     assert "is an existing file, expected a directory" in line
     assert time.perf_counter() - start < 5  # nothing loaded, trained or attacked
 
@@ -121,14 +111,14 @@ def test_out_that_is_a_file_is_refused_before_any_work(command, files, capsys):
 @pytest.mark.parametrize("command", ["evaluate", "certify", "poison", "train", "compare"])
 def test_out_under_a_file_is_refused(command, files, capsys):
     argv = [*_command(command, files), "--out", str(files["file"] / "sub" / "out")]
-    line = _refused(argv, capsys, r"--out .*a_file\.txt/sub/out")
+    line = refused(argv, capsys, r"--out .*a_file\.txt/sub/out")
     assert "is a file, so the directory cannot be created" in line
 
 
 def test_out_not_writable_is_refused(files, capsys):
     if not Path("/proc").is_dir():
         pytest.skip("needs /proc: a directory no one, not even root, can create files in")
-    line = _refused(_evaluate(files, out="/proc/adversa-out"), capsys, r"--out /proc/adversa-out")
+    line = refused(_evaluate(files, out="/proc/adversa-out"), capsys, r"--out /proc/adversa-out")
     assert "not writable" in line
 
 
@@ -153,13 +143,13 @@ def test_out_that_exists_as_a_directory_is_fine(files, tmp_path, capsys):
 def test_zero_byte_npz(files, tmp_path, capsys):
     (tmp_path / "zero.npz").write_bytes(b"")
     argv = _evaluate(files, "--data", str(tmp_path / "zero.npz"), out=tmp_path / "o")
-    _refused(argv, capsys, r"zero\.npz: is empty \(0 bytes\)")
+    refused(argv, capsys, r"zero\.npz: is empty \(0 bytes\)")
 
 
 def test_npz_without_arrays(files, tmp_path, capsys):
     np.savez(tmp_path / "none.npz")
     argv = _evaluate(files, "--data", str(tmp_path / "none.npz"), out=tmp_path / "o")
-    _refused(argv, capsys, r"none\.npz: missing array\(s\) x, y")
+    refused(argv, capsys, r"none\.npz: missing array\(s\) x, y")
 
 
 def test_npy_saved_as_npz(tmp_path):
@@ -213,14 +203,14 @@ def test_evaluate_records_the_class_map_and_warns_of_missing_classes(files, tmp_
 
 def test_one_class_folder_is_refused_for_evaluation(files, tmp_path, capsys):
     argv = _evaluate(files, "--data", str(files["oneclass"]), out=tmp_path / "o")
-    _refused(argv, capsys, r"--data .*oneclass: only one class folder \('cat'\)")
+    refused(argv, capsys, r"--data .*oneclass: only one class folder \('cat'\)")
     check_labelled_folder(load_data(str(files["onedigit"])))  # "3": its label is explicit
     assert load_data(str(files["onedigit"])).y.unique().tolist() == [3]
 
 
 def test_one_class_folder_is_refused_for_certification(files, tmp_path, capsys):
     argv = [*_command("certify", files), "--data", str(files["oneclass"])]
-    _refused([*argv, "--out", str(tmp_path / "o")], capsys, r"only one class folder")
+    refused([*argv, "--out", str(tmp_path / "o")], capsys, r"only one class folder")
 
 
 def test_clashing_numeric_folders(tmp_path):
@@ -254,7 +244,7 @@ def test_bad_constraints_in_a_file_and_inline(text, pattern, files, tmp_path, ca
     data = ["--data", str(files["csv"]), "--label-column", "label"]
     for value in (str(spec), text):
         argv = _evaluate(files, *data, "--constraints", value, out=tmp_path / "o")
-        _refused(argv, capsys, pattern)
+        refused(argv, capsys, pattern)
 
 
 def test_inline_constraints_are_read(files):
@@ -277,7 +267,7 @@ def test_constraints_for_checks_types(files):
 
 def test_label_column_with_npz_folder_or_builtin(files, tmp_path, capsys):
     argv = _evaluate(files, "--label-column", "y", out=tmp_path / "o")
-    _refused(argv, capsys, r"--label-column y: only \.csv data has label columns; .*data\.npz")
+    refused(argv, capsys, r"--label-column y: only \.csv data has label columns; .*data\.npz")
     with pytest.raises(BadInput, match=r"--label-column y: .*named"):
         load_data(str(files["named"]), label_column="y")
     with pytest.raises(BadInput, match=r"--label-column y: .*'digits' is a built-in"):
@@ -287,25 +277,25 @@ def test_label_column_with_npz_folder_or_builtin(files, tmp_path, capsys):
 def test_surrogate_options_without_their_attack(files, tmp_path, capsys):
     out = tmp_path / "o"
     argv = _evaluate(files, "--surrogate-weights", "w.pt", out=out)
-    _refused(argv, capsys, r"--surrogate-weights w\.pt: needs --surrogate")
+    refused(argv, capsys, r"--surrogate-weights w\.pt: needs --surrogate")
     argv = _evaluate(files, "--surrogate", str(files["model"]), out=out)
-    _refused(argv, capsys, r"--surrogate .*model\.pt: only the 'transfer' attack")
+    refused(argv, capsys, r"--surrogate .*model\.pt: only the 'transfer' attack")
 
 
 @pytest.mark.parametrize("spec", ["squeeze:bits=4+", "+squeeze", "squeeze++median"])
 def test_defense_spec_with_an_empty_part(spec, files, tmp_path, capsys):
     argv = _evaluate(files, "--defense", spec, out=tmp_path / "o")
-    _refused(argv, capsys, r"defense spec .* has an empty part: '\+' must join two")
+    refused(argv, capsys, r"defense spec .* has an empty part: '\+' must join two")
 
 
 def test_sigma_with_a_bound_method(files, tmp_path, capsys):
     argv = [*_command("certify", files), "--sigma", "0.25", "--out", str(tmp_path / "o")]
-    _refused(argv, capsys, r"--sigma 0\.25: applies to --method smoothing only")
+    refused(argv, capsys, r"--sigma 0\.25: applies to --method smoothing only")
 
 
 def test_eval_eps_without_final_evaluation(files, tmp_path, capsys):
     argv = [*_command("train", files), "--final-eval", "none", "--eval-eps", "0.1"]
-    _refused([*argv, "--out", str(tmp_path / "o")], capsys, r"--eval-eps 0\.1: .*--final-eval none")
+    refused([*argv, "--out", str(tmp_path / "o")], capsys, r"--eval-eps 0\.1: .*--final-eval none")
 
 
 # ------------------------------------------------------------------- negative option values
@@ -317,7 +307,7 @@ def test_bounds_with_a_negative_low_as_a_separate_argument(files, tmp_path, caps
     assert json.loads((tmp_path / "o" / "report.json").read_text())["config"]["bounds"] == [-1, 1]
     # the value reaches --bounds (and so the eps check), not argparse's "expected one argument"
     argv = _evaluate(files, "--bounds", "-1,1", "--eps", "3", out=tmp_path / "o2")
-    _refused(argv, capsys, r"eps=3(\.0)? is larger than the bounds allow")
+    refused(argv, capsys, r"eps=3(\.0)? is larger than the bounds allow")
 
 
 def test_join_negative_values_changes_only_what_argparse_rejects():

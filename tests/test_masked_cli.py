@@ -4,11 +4,11 @@ report records and shows the mask, and bad masks exit 2 with one line naming --m
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import refused
 from PIL import Image
 
 from adversa.cli.main import main
@@ -35,17 +35,6 @@ def _evaluate(out: Path, *extra: str, data: str = "mnist") -> list[str]:
         str(out),
         *extra,
     ]
-
-
-def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], pattern: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("adversa: error: "), err
-    assert "Traceback" not in err
-    assert re.search(pattern, lines[0]), lines[0]
-    return lines[0]
 
 
 def test_evaluate_with_stickers_records_and_shows_the_mask(mnist_cnn, tmp_path, capsys):
@@ -88,13 +77,13 @@ def test_bad_masks_exit_2_naming_the_flag(mnist_cnn, tmp_path, capsys):
     text = tmp_path / "mask.png"
     text.write_text("not an image")
     out = tmp_path / "out"
-    _refused(_evaluate(out, "--mask", "stiker"), capsys, r"--mask: unknown mask 'stiker'.*stickers")
-    _refused(_evaluate(out, "--mask", str(black)), capsys, r"--mask: mask .*black\.png' is empty")
-    _refused(_evaluate(out, "--mask", str(text)), capsys, r"--mask: cannot read .*mask\.png")
-    _refused(
+    refused(_evaluate(out, "--mask", "stiker"), capsys, r"--mask: unknown mask 'stiker'.*stickers")
+    refused(_evaluate(out, "--mask", str(black)), capsys, r"--mask: mask .*black\.png' is empty")
+    refused(_evaluate(out, "--mask", str(text)), capsys, r"--mask: cannot read .*mask\.png")
+    refused(
         _evaluate(out, "--mask", "square", data="breast-cancer"),
         capsys,
         r"--mask needs image data shaped \(N, C, H, W\), got points shaped \(30,\)",
     )
-    _refused(_evaluate(out, "--transforms", "spin=3"), capsys, r"--transforms: bad item 'spin=3'")
+    refused(_evaluate(out, "--transforms", "spin=3"), capsys, r"--transforms: bad item 'spin=3'")
     assert not out.exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import digits_split, train_digits_mlp
+from conftest import digits_split, refused, train_digits_mlp
 
 from adversa.cli.main import main
 
@@ -97,12 +97,7 @@ def test_universal_uap_on_a_data_file_splits_it(digits_files, tmp_path, capsys) 
 def test_universal_bad_input_is_one_line_exit_2(digits_files, tmp_path, capsys, extra, pattern):
     argv = ["universal", "--model", str(digits_files["model"]), "--data"]
     argv += [str(digits_files["data"]), "--norm", "linf", *extra, "--out", str(tmp_path / "o")]
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("adversa: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
+    refused(argv, capsys, pattern)
     assert not (tmp_path / "o" / "report.json").exists()
 
 

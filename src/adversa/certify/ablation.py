@@ -28,7 +28,7 @@ recipe and the architectures the zoo builds. The certificate is `patch_smoothing
 - `vote_tallies`: per class, the positions that vote for it: the base's argmax, or (the
   paper's thresholded vote) every class whose softmax is >= a threshold.
 
-Cost of `vote_counts` and the surrogate: P forward passes of the base per image (P the
+Cost of `vote_tallies` and the surrogate: P forward passes of the base per image (P the
 number of positions), in batches of `budget` ablated images.
 """
 
@@ -156,19 +156,6 @@ def vote_tallies(
                 votes += above.view(x.shape[0], len(chunk), -1).sum(1)  # type: ignore[operator]
     assert votes is not None and top1 is not None  # at least one position
     return votes, top1
-
-
-def vote_counts(
-    classify: Classifier,
-    x: Tensor,
-    ablation: str,
-    band: int,
-    bounds: tuple[float, float] = (0.0, 1.0),
-    budget: int = BUDGET,
-    threshold: float | None = None,
-) -> Tensor:
-    """(B, K) int64: the votes of `vote_tallies` (argmax votes when `threshold` is None)."""
-    return vote_tallies(classify, x, ablation, band, bounds, budget, threshold)[0]
 
 
 def soft_vote(

@@ -66,11 +66,7 @@ def certify_report(
         }
         if bound_method:
             entry["verified_accuracy"] = entry["certified_accuracy"]
-        if result.robust is not None:
-            entry["empirical_robust_accuracy"] = float(result.robust[i].float().mean())
-            entry["n_robust"] = int(result.robust[i].sum())
-            entry["violations"] = result.violations(i).tolist()
-            entry["attack_seconds"] = result.attack_seconds[i]
+        entry.update(_attack_check(result, i))
         results.append(entry)
     smooth = result.smoothing
     if smooth is None:
@@ -137,11 +133,7 @@ def patch_certify_report(
             "n_certified": int(result.certified[i].sum()),
             "seconds": result.seconds,
         }
-        if result.robust is not None:
-            entry["empirical_robust_accuracy"] = float(result.robust[i].float().mean())
-            entry["n_robust"] = int(result.robust[i].sum())
-            entry["violations"] = result.violations(i).tolist()
-            entry["attack_seconds"] = result.attack_seconds[i]
+        entry.update(_attack_check(result, i))
         results.append(entry)
     curve = []
     for side in range(1, min(h, w) + 1):
@@ -189,6 +181,18 @@ def patch_certify_report(
         "seconds": float(seconds),
     }
     return jsonable(report)
+
+
+def _attack_check(result: CertifyResult | PatchCertResult, i: int) -> dict[str, Any]:
+    """The `--attack-check` fields of the i-th radius or patch size (none without the check)."""
+    if result.robust is None:
+        return {}
+    return {
+        "empirical_robust_accuracy": float(result.robust[i].float().mean()),
+        "n_robust": int(result.robust[i].sum()),
+        "violations": result.violations(i).tolist(),
+        "attack_seconds": result.attack_seconds[i],
+    }
 
 
 def _radius_curve(result: CertifyResult) -> list[dict[str, float]]:
