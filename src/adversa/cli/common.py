@@ -60,13 +60,6 @@ NORMALIZE_HELP = (
     "normalisation the model expects, put in front of it so attacks stay in pixel space: "
     "imagenet, cifar10 or MEANS/STDS (e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225)"
 )
-
-
-def add_normalize_option(parser: Any) -> None:
-    """`--normalize` for every command that loads a model (checked when the model loads)."""
-    parser.add_argument("--normalize", metavar="NAME|MEANS/STDS", help=NORMALIZE_HELP)
-
-
 MODEL_HELP = "zoo name, training directory, file, ..."
 WEIGHTS_HELP = "state_dict for a file.py:factory model"
 TRUST_HELP = (
@@ -88,7 +81,7 @@ def add_model_options(
     trust covers)."""
     parser.add_argument("--model", required=True, help=model_help)
     parser.add_argument("--weights", help=weights_help)
-    add_normalize_option(parser)
+    parser.add_argument("--normalize", metavar="NAME|MEANS/STDS", help=NORMALIZE_HELP)
     parser.add_argument("--trust-model-file", action="store_true", help=trust_help)
 
 
