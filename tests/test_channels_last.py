@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from adversa import Model, ThreatModel, get_attack
+from adversa.cli.main import main
 from adversa.errors import BadInput
 from adversa.load import load_model
-from tests.conftest import digits_split
+from tests.conftest import digits_split, refused
 
 CNN_SOURCE = """import torch
 from torch import nn
@@ -128,8 +129,6 @@ def test_query_only_models_refuse_the_layout():
 
 def test_evaluate_channels_last_on_the_command_line(tmp_path, capsys):
     """The report records the layout, and its robust accuracy is the default layout's."""
-    from adversa.cli.main import main
-
     x, y = digits_images(150)
     np.savez(tmp_path / "d.npz", x=x.numpy(), y=y.numpy())
     (tmp_path / "net.py").write_text(CNN_SOURCE)
@@ -147,3 +146,23 @@ def test_evaluate_channels_last_on_the_command_line(tmp_path, capsys):
         robust[flag] = report["robust_accuracy"]
     assert 0.05 <= robust[False] <= 0.8
     assert abs(robust[True] - robust[False]) <= 0.02
+
+
+def test_evaluate_names_the_flag_when_the_model_needs_the_default_layout(tmp_path, capsys):
+    """Colour images: the normalisation check's passes go through the model's layout too, so
+    a `.view` model stops with the one-line error, not an internal error."""
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n\n\nclass V(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.c = nn.Conv2d(3, 4, 3)\n        self.f = nn.Linear(4 * 6 * 6, 10)\n\n"
+        "    def forward(self, x):\n        return self.f(self.c(x).view(x.shape[0], -1))\n\n\n"
+        "def make():\n    return V()\n"
+    )
+    x = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    np.savez(tmp_path / "d.npz", x=x.numpy(), y=np.arange(8) % 10)
+    argv = ["evaluate", "--model", f"{tmp_path / 'net.py'}:make", "--data"]
+    argv += [str(tmp_path / "d.npz"), "--norm", "linf", "--eps", "0.05", "--attacks", "fgsm"]
+    argv += ["--out", str(tmp_path / "out")]
+    assert main(argv) == 0, capsys.readouterr().err  # the default layout runs
+    capsys.readouterr()
+    refused([*argv, "--channels-last"], capsys, r"--channels-last: model .* raised .*view")

@@ -48,7 +48,7 @@ def saved_bytes(model: Model, x: Tensor) -> int:
         return t
 
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model.module(x.detach().clone().requires_grad_(True))
+        model(x.detach().clone().requires_grad_(True))
     return total
 
 

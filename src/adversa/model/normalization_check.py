@@ -34,11 +34,11 @@ def normalization_warnings(model: Model, x: Tensor, y: Tensor) -> list[str]:
         return []
     x, y = x[:PROBE].to(model.device), y[:PROBE].to(model.device)
     with torch.no_grad():
-        plain = float((model.module(x).argmax(1) == y).float().mean())
+        plain = float((model(x).argmax(1) == y).float().mean())
         gains = {}
         for name, (mean, std) in NORMALIZATIONS.items():
             normal = Normalize(mean, std).to(x.device)
-            gains[name] = float((model.module(normal(x)).argmax(1) == y).float().mean())
+            gains[name] = float((model(normal(x)).argmax(1) == y).float().mean())
     best = max(gains, key=gains.__getitem__)
     if gains[best] - plain < GAIN:
         return []
